@@ -1,0 +1,100 @@
+"""The method registry: every scorer and selector, with its family from METHODS.md.
+
+Scorers compute columns; selectors read columns and decide which rows to keep (data-juicer's
+split of stats from decisions). Each method module registers itself on import with
+``@register_scorer`` or ``@register_selector``; ``load_all()`` imports every method module.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+FAMILIES = {
+    "metric-set": "Family 1: metric-set methods (indicators)",
+    "trainable-llm": "Family 2: trainable-LLM methods",
+    "powerful-llm": "Family 3: powerful-LLM methods (judge)",
+    "small-model": "Family 4: small-model methods",
+    "baseline": "Baselines every comparison needs",
+}
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    name: str
+    kind: str  # "scorer" or "selector"
+    family: str  # a key of FAMILIES
+    paper: str
+    summary: str
+    columns: tuple[str, ...] = field(default=())  # scorer: columns written; selector: columns read
+    fn: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "family": self.family,
+            "family_title": FAMILIES[self.family],
+            "paper": self.paper,
+            "summary": self.summary,
+            "columns": list(self.columns),
+        }
+
+
+SCORERS: dict[str, MethodInfo] = {}
+SELECTORS: dict[str, MethodInfo] = {}
+
+
+def _register(table: dict[str, MethodInfo], kind: str, name: str, family: str, paper: str,
+              summary: str, columns: tuple[str, ...]) -> Callable:
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r} for {kind} {name!r}; expected one of {sorted(FAMILIES)}")
+
+    def decorate(fn: Callable) -> Callable:
+        if name in table and table[name].fn is not fn:
+            raise ValueError(f"{kind} {name!r} is registered twice")
+        table[name] = MethodInfo(name, kind, family, paper, summary, tuple(columns), fn)
+        return fn
+
+    return decorate
+
+
+def register_scorer(name: str, *, family: str, paper: str, summary: str, writes: tuple[str, ...] = ()):
+    """Register a scorer: a function that computes score columns for pool rows."""
+    return _register(SCORERS, "scorer", name, family, paper, summary, writes)
+
+
+def register_selector(name: str, *, family: str, paper: str, summary: str, reads: tuple[str, ...] = ()):
+    """Register a selector: ``fn(candidates: DataFrame, budget: int, *, seed: int, **params) -> list[str]``
+    returning the selected ids in selection order."""
+    return _register(SELECTORS, "selector", name, family, paper, summary, reads)
+
+
+_METHOD_PACKAGES = ("instsel_assets.features", "instsel_assets.scoring", "instsel_assets.selection")
+
+
+def load_all() -> None:
+    """Import every method module so that its registration runs."""
+    for pkg_name in _METHOD_PACKAGES:
+        pkg = importlib.import_module(pkg_name)
+        for mod in pkgutil.iter_modules(pkg.__path__):
+            if not mod.name.startswith("_"):
+                importlib.import_module(f"{pkg_name}.{mod.name}")
+
+
+def get_selector(name: str) -> MethodInfo:
+    load_all()
+    try:
+        return SELECTORS[name]
+    except KeyError:
+        raise KeyError(f"no selector named {name!r}; registered: {sorted(SELECTORS)}") from None
+
+
+def get_scorer(name: str) -> MethodInfo:
+    load_all()
+    try:
+        return SCORERS[name]
+    except KeyError:
+        raise KeyError(f"no scorer named {name!r}; registered: {sorted(SCORERS)}") from None

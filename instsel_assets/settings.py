@@ -1,0 +1,28 @@
+"""Where things live on disk. Every path can be moved with an environment variable."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def data_root() -> Path:
+    """Bundled datasets and ``sources.yaml`` (``INSTSEL_DATA_DIR``, default ``<project>/data``)."""
+    return Path(os.environ.get("INSTSEL_DATA_DIR", PROJECT_ROOT / "data")).resolve()
+
+
+def storage_root() -> Path:
+    """DuckDB file, checkpoints, reports and caches (``INSTSEL_HOME``, default ``<project>/.instsel``)."""
+    return Path(os.environ.get("INSTSEL_HOME", PROJECT_ROOT / ".instsel")).resolve()
+
+
+def model_cache_dir() -> Path:
+    """Converted model weights (GGUF -> safetensors) (``INSTSEL_MODEL_CACHE``, default ``<storage>/models``)."""
+    return Path(os.environ.get("INSTSEL_MODEL_CACHE", storage_root() / "models")).resolve()
+
+
+def sql_models_dir() -> Path:
+    """The SQL models (``INSTSEL_SQL_DIR``, default ``<project>/dbt_like_sql``)."""
+    return Path(os.environ.get("INSTSEL_SQL_DIR", PROJECT_ROOT / "dbt_like_sql")).resolve()
