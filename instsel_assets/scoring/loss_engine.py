@@ -1,0 +1,214 @@
+"""The one hot path for every language-model score: mean loss of answer tokens given a prefix.
+
+IFD, Superfiltering, perplexity, held-out loss, prompt uncertainty, Nuggets... all ask for
+"the mean token cross-entropy of these answer tokens given this prefix" (ARCHITECTURE.md). This module
+computes it for many (prefix_ids, answer_ids) pairs at once:
+
+- length-bucketed batches: pairs are sorted by total length (longest first, so an out-of-memory error
+  shows up on the first batch), batched ``batch_size`` at a time, and results are put back in input order;
+- right padding with an attention mask; position ids ``0..L-1`` per row (right padding keeps every real
+  token at its true position);
+- ``torch.inference_mode()``; the model's own dtype (bf16 when loaded so by ``loading.load_causal_lm``);
+- the decoder (``model.get_decoder()``, after unwrapping a peft model) gives hidden states, and the LM head
+  (``model.get_output_embeddings()``) is applied ONLY at the positions that predict answer tokens,
+  in chunks, so no ``batch x length x vocabulary`` logits tensor is ever built. The cross-entropy is taken
+  in fp32 (``logits.float()``). Known logit post-processing is reproduced: Gemma's
+  ``final_logit_softcapping``, Cohere's ``logit_scale``, Granite's ``logits_scaling``.
+
+Truncation, when ``len(prefix) + len(answer) > max_length``: the prefix is cut from the LEFT first (the
+end of the instruction, next to the answer, is kept); when the answer alone does not fit, one prefix token
+is kept (so the first answer token is still predicted from something) and the answer is cut on the RIGHT.
+``n_truncated`` counts the tokens dropped per pair (prefix + answer).
+
+The first answer token is predicted by the last prefix token. With an empty prefix the first answer token
+has no prediction and is not scored (as with Hugging Face's shifted ``labels``). An empty answer gives a
+NaN loss and ``n_answer_tokens = 0``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# Positions sent through the LM head at once: bounds the fp32 logits buffer to
+# HEAD_CHUNK x vocabulary (2048 x 49152 x 4 B = 400 MB for SmolLM2).
+HEAD_CHUNK = 2048
+
+
+@dataclass(frozen=True)
+class LossResult:
+    """Per pair, in input order."""
+
+    mean_loss: np.ndarray  # float64: mean cross-entropy (nats) of the scored answer tokens; NaN when none
+    n_answer_tokens: np.ndarray  # int64: answer tokens scored (after truncation)
+    n_truncated: np.ndarray  # int64: tokens dropped by truncation (prefix + answer)
+
+    def __len__(self) -> int:
+        return len(self.mean_loss)
+
+    @property
+    def sum_loss(self) -> np.ndarray:
+        """Total (not mean) cross-entropy per pair; 0 where no token was scored."""
+        return np.where(self.n_answer_tokens > 0, np.nan_to_num(self.mean_loss) * self.n_answer_tokens, 0.0)
+
+
+def fit_to_length(prefix: Sequence[int], answer: Sequence[int], max_length: int) -> tuple[list[int], list[int], int]:
+    """Truncate a pair to ``max_length`` tokens (rule in the module docstring); returns
+    ``(prefix, answer, n_dropped)``."""
+    if max_length < 2:
+        raise ValueError(f"max_length must be at least 2, got {max_length}")
+    prefix, answer = list(prefix), list(answer)
+    total = len(prefix) + len(answer)
+    if total <= max_length:
+        return prefix, answer, 0
+    if len(answer) < max_length:
+        prefix = prefix[len(prefix) - (max_length - len(answer)):]
+    elif prefix:
+        prefix, answer = prefix[-1:], answer[: max_length - 1]
+    else:
+        answer = answer[:max_length]
+    return prefix, answer, total - len(prefix) - len(answer)
+
+
+def _unwrap(model):
+    """The transformers ``*ForCausalLM`` inside a peft wrapper (or the model itself)."""
+    get_base = getattr(model, "get_base_model", None)
+    if callable(get_base):
+        return get_base()
+    return model
+
+
+def _parts(model):
+    """(decoder, lm_head, postprocess) of a causal LM."""
+    base = _unwrap(model)
+    head = base.get_output_embeddings()
+    if head is None:
+        raise TypeError(f"{type(base).__name__} has no output embeddings (LM head); not a causal LM?")
+    decoder = base.get_decoder()
+    if decoder is base:
+        raise TypeError(f"{type(base).__name__}: could not find its decoder (get_decoder returned the model)")
+    cfg = base.config
+    text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    softcap = getattr(text_cfg, "final_logit_softcapping", None)
+    logit_scale = getattr(base, "logit_scale", None)
+    logits_scaling = getattr(text_cfg, "logits_scaling", None)
+
+    def postprocess(logits: torch.Tensor) -> torch.Tensor:
+        if logit_scale is not None and not isinstance(logit_scale, torch.nn.Module):
+            logits = logits * logit_scale
+        if logits_scaling:
+            logits = logits / logits_scaling
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        return logits
+
+    return decoder, head, postprocess
+
+
+def _input_device(model) -> torch.device:
+    try:
+        return _unwrap(model).get_input_embeddings().weight.device
+    except Exception:
+        return next(model.parameters()).device
+
+
+def answer_losses(model, tokenizer, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], *,
+                  batch_size: int = 8, max_length: int = 1024,
+                  progress: Callable[[int, int], None] | None = None) -> LossResult:
+    """Mean cross-entropy of each pair's answer tokens given its prefix (see the module docstring).
+
+    ``pairs``: ``(prefix_ids, answer_ids)`` per example, or ``chat.PrefixAnswer`` objects.
+    ``progress(done, total)`` is called after every batch with the number of pairs finished.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n = len(pairs)
+    mean_loss = np.full(n, np.nan, dtype=np.float64)
+    n_tokens = np.zeros(n, dtype=np.int64)
+    n_truncated = np.zeros(n, dtype=np.int64)
+
+    seqs: list[list[int]] = []
+    starts: list[int] = []  # first scored sequence position (>= 1)
+    todo: list[int] = []
+    for i, pair in enumerate(pairs):
+        prefix, answer = (pair.prefix_ids, pair.answer_ids) if hasattr(pair, "answer_ids") else pair
+        p, a, dropped = fit_to_length(prefix, answer, max_length)
+        n_truncated[i] = dropped
+        seq = p + a
+        start = max(len(p), 1)
+        seqs.append(seq)
+        starts.append(start)
+        n_tokens[i] = max(len(seq) - start, 0)
+        if n_tokens[i] > 0:
+            todo.append(i)
+    if progress is not None:
+        progress(n - len(todo), n)
+    if not todo:
+        return LossResult(mean_loss, n_tokens, n_truncated)
+
+    decoder, head, postprocess = _parts(model)
+    device = _input_device(model)
+    pad_id = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
+    order = sorted(todo, key=lambda i: (-len(seqs[i]), i))
+    done = n - len(todo)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for b in range(0, len(order), batch_size):
+                batch = order[b: b + batch_size]
+                sums = _batch_loss_sums(decoder, head, postprocess, [seqs[i] for i in batch],
+                                        [starts[i] for i in batch], pad_id, device)
+                for i, s in zip(batch, sums):
+                    mean_loss[i] = s / n_tokens[i]
+                done += len(batch)
+                if progress is not None:
+                    progress(done, n)
+    finally:
+        if was_training:
+            model.train()
+    return LossResult(mean_loss, n_tokens, n_truncated)
+
+
+def _batch_loss_sums(decoder, head, postprocess, seqs: list[list[int]], starts: list[int], pad_id: int,
+                     device: torch.device) -> list[float]:
+    """Summed answer-token cross-entropy for one right-padded batch."""
+    bsz = len(seqs)
+    width = max(len(s) for s in seqs)
+    input_ids = torch.full((bsz, width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((bsz, width), dtype=torch.long)
+    rows, hid_pos, targets = [], [], []
+    for r, (seq, start) in enumerate(zip(seqs, starts)):
+        length = len(seq)
+        input_ids[r, :length] = torch.tensor(seq, dtype=torch.long)
+        attention_mask[r, :length] = 1
+        rows.append(torch.full((length - start,), r, dtype=torch.long))
+        hid_pos.append(torch.arange(start - 1, length - 1))  # hidden state at t predicts token t + 1
+        targets.append(input_ids[r, start:length])
+    rows_t = torch.cat(rows).to(device)
+    pos_t = torch.cat(hid_pos).to(device)
+    tgt_t = torch.cat(targets).to(device)
+    position_ids = torch.arange(width, dtype=torch.long).unsqueeze(0).expand(bsz, -1)
+    out = decoder(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                  position_ids=position_ids.to(device), use_cache=False)
+    hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+    selected = hidden[rows_t, pos_t]  # (n_answer_tokens_in_batch, hidden)
+    head_device = head.weight.device
+    losses = []
+    for c in range(0, selected.shape[0], HEAD_CHUNK):
+        logits = postprocess(head(selected[c: c + HEAD_CHUNK].to(head_device)))
+        losses.append(F.cross_entropy(logits.float(), tgt_t[c: c + HEAD_CHUNK].to(head_device), reduction="none"))
+    token_loss = torch.cat(losses).double().cpu()
+    sums = torch.zeros(bsz, dtype=torch.float64).index_add_(0, rows_t.cpu(), token_loss)
+    return sums.tolist()
+
+
+def token_weighted_mean(result: LossResult) -> float:
+    """Mean loss over all scored tokens of all pairs (NaN when there are none)."""
+    total = int(result.n_answer_tokens.sum())
+    return float(result.sum_loss.sum() / total) if total else math.nan
