@@ -1,0 +1,195 @@
+"""The ``instsel`` command.
+
+- ``instsel methods [--json]``: every registered scorer and selector, with its METHODS.md family.
+- ``instsel lineage METHOD [--json]``: which runs, data versions and upstream materialisations
+  produced the checkpoint and the evaluation report of a selection method (read from the Dagster
+  instance at ``DAGSTER_HOME``).
+- ``instsel demo``: materialise the whole default chain in-process on the bundled sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _ensure_dagster_home() -> Path:
+    from instsel_assets import settings
+
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(settings.storage_root() / "dagster_home")))
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from instsel_assets import registry
+
+    registry.load_all()
+    methods = [m.as_dict() for m in sorted([*registry.SCORERS.values(), *registry.SELECTORS.values()],
+                                           key=lambda m: (m.family, m.kind, m.name))]
+    if args.json:
+        print(json.dumps(methods, indent=2, ensure_ascii=False))
+    else:
+        from tabulate import tabulate
+
+        print(tabulate([(m["name"], m["kind"], m["family"], ", ".join(m["columns"]), m["paper"]) for m in methods],
+                       headers=["name", "kind", "family", "columns", "paper"]))
+    return 0
+
+
+def lineage_report(instance, method: str) -> dict[str, Any]:
+    import dagster as dg
+
+    from instsel_assets.defs.lineage import describe, latest_record, record_by_storage_id
+    from instsel_assets.selection.plan import selection_names
+
+    if method not in selection_names():
+        raise LookupError(f"no selection method {method!r}; declared: {', '.join(selection_names())}")
+    checkpoint = latest_record(instance, "finetuned_checkpoints", method)
+    if checkpoint is None:
+        raise LookupError(f"no materialisation of finetuned_checkpoints[{method}] in the instance at "
+                          f"{os.environ.get('DAGSTER_HOME')}; run `instsel demo` first")
+    # Walk the input pointers upstream from the checkpoint: every materialisation that fed it.
+    chain: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    frontier = [checkpoint]
+    while frontier:
+        record = frontier.pop(0)
+        if record.storage_id in seen:
+            continue
+        seen.add(record.storage_id)
+        node = describe(instance, record)
+        chain.append(node)
+        for up in node["upstream"]:
+            if up["storage_id"] is not None:
+                up_record = record_by_storage_id(instance, dg.AssetKey.from_user_string(up["asset"]), up["storage_id"])
+                if up_record is not None:
+                    frontier.append(up_record)
+    report = latest_record(instance, "evaluation_reports")
+    report_node = describe(instance, report) if report is not None else None
+    checkpoint_node = chain[0]
+    return {
+        "method": method,
+        "checkpoint": checkpoint_node,
+        "subset_hash": checkpoint_node["metadata"].get("subset_hash"),
+        "scorer_settings": checkpoint_node["metadata"].get("scorer_settings"),
+        "base_model": checkpoint_node["metadata"].get("base_model"),
+        "evaluation_report": report_node,
+        "upstream_chain": chain[1:],
+        "runs": sorted({n["run_id"] for n in chain} | ({report_node["run_id"]} if report_node else set())),
+    }
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    _ensure_dagster_home()
+    instance = dg.DagsterInstance.get()
+    try:
+        report = lineage_report(instance, args.method)
+    except LookupError as err:
+        print(f"instsel lineage: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False, default=str))
+        return 0
+    ck = report["checkpoint"]
+    print(f"checkpoint {args.method}: run {ck['run_id']} data version {ck['data_version']}")
+    print(f"  subset hash {report['subset_hash']}, base model {report['base_model']}")
+    for node in report["upstream_chain"]:
+        part = f"[{node['partition']}]" if node["partition"] else ""
+        print(f"  <- {node['asset']}{part}: run {node['run_id']} data version {node['data_version']}")
+    if report["evaluation_report"]:
+        print(f"report: run {report['evaluation_report']['run_id']} "
+              f"{report['evaluation_report']['metadata'].get('report_path')}")
+    return 0
+
+
+def run_demo(max_steps: int, eval_limit: int, budget_fraction: float, log_level: str = "INFO") -> dict[str, Any]:
+    """Materialise every asset and check of the default chain in-process; return a summary."""
+    import dagster as dg
+
+    from instsel_assets.defs import build_definitions
+    from instsel_assets.selection.plan import selection_names
+
+    _ensure_dagster_home()
+    instance = dg.DagsterInstance.get()
+    defs = build_definitions()
+    loggers = {"console": {"config": {"log_level": log_level}}}
+    started = time.monotonic()
+    checks: list[tuple[str, bool]] = []
+    runs: list[str] = []
+
+    def run(job_name: str, run_config: dict, partition_key: str | None = None) -> None:
+        label = job_name + (f"[{partition_key}]" if partition_key else "")
+        print(f"[instsel demo] {time.monotonic() - started:6.0f}s  starting {label}", flush=True)
+        job = defs.resolve_job_def(job_name)
+        result = job.execute_in_process(run_config={**run_config, "loggers": loggers}, instance=instance,
+                                        partition_key=partition_key, raise_on_error=True)
+        runs.append(result.run_id)
+        for evaluation in result.get_asset_check_evaluations():
+            checks.append((f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+                           + (f"[{partition_key}]" if partition_key else ""), evaluation.passed))
+        print(f"[instsel demo] {time.monotonic() - started:6.0f}s  finished {label} (run {result.run_id})", flush=True)
+
+    run("prepare_pool_job", {})
+    for method in selection_names():
+        run("select_and_train_job", {"ops": {
+            "selected_subsets": {"config": {"budget_fraction": budget_fraction}},
+            "finetuned_checkpoints": {"config": {"max_steps": max_steps}},
+        }}, partition_key=method)
+    run("evaluate_job", {"ops": {"evaluation_reports": {"config": {"limit": eval_limit}}}})
+
+    from instsel_assets import settings
+
+    return {
+        "seconds": round(time.monotonic() - started, 1),
+        "runs": runs,
+        "checks_passed": sum(1 for _, ok in checks if ok),
+        "checks_failed": [name for name, ok in checks if not ok],
+        "report": str(settings.storage_root() / "reports" / "evaluation_report.md"),
+        "dagster_home": os.environ["DAGSTER_HOME"],
+    }
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    summary = run_demo(args.max_steps, args.eval_limit, args.budget_fraction)
+    print(f"[instsel demo] done in {summary['seconds']}s: {len(summary['runs'])} runs, "
+          f"{summary['checks_passed']} checks passed, {len(summary['checks_failed'])} failed")
+    for name in summary["checks_failed"]:
+        print(f"[instsel demo] check failed: {name}")
+    print(f"[instsel demo] evaluation report: {summary['report']}")
+    print(f"[instsel demo] browse it: DAGSTER_HOME={summary['dagster_home']} dagster dev -w workspace.yaml")
+    return 0 if not summary["checks_failed"] else 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="instsel", description="Instruction-data selection on a Dagster asset graph.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("methods", help="list every registered scorer and selector")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(fn=cmd_methods)
+    p = sub.add_parser("lineage", help="what produced a selection method's checkpoint and report")
+    p.add_argument("method", help="a selection method (partition of selected_subsets), e.g. ifd")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(fn=cmd_lineage)
+    p = sub.add_parser("demo", help="materialise the whole default chain on the bundled sample")
+    p.add_argument("--max-steps", type=int, default=30, help="fine-tuning steps per checkpoint (default 30)")
+    p.add_argument("--eval-limit", type=int, default=100, help="AlpacaEval prompts for held-out loss (default 100)")
+    p.add_argument("--budget-fraction", type=float, default=0.10, help="subset size as a pool fraction (default 0.10)")
+    p.set_defaults(fn=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Reading the Dagster instance: the materialisations that produced an asset (partition).
+
+Used by assets (a checkpoint names the exact subset and scores it was trained from) and by the
+``instsel lineage`` command.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+
+INPUT_EVENT_POINTER = "dagster/input_event_pointer/"
+INPUT_DATA_VERSION = "dagster/input_data_version/"
+
+
+def latest_record(instance: dg.DagsterInstance, key: dg.AssetKey | str,
+                  partition: str | None = None) -> dg.EventLogRecord | None:
+    key = dg.AssetKey.from_user_string(key) if isinstance(key, str) else key
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None), limit=1
+    ).records
+    return records[0] if records else None
+
+
+def record_by_storage_id(instance: dg.DagsterInstance, key: dg.AssetKey,
+                         storage_id: int) -> dg.EventLogRecord | None:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, storage_ids=[storage_id]), limit=1).records
+    return records[0] if records else None
+
+
+def metadata_dict(record: dg.EventLogRecord | None) -> dict[str, Any]:
+    if record is None or record.asset_materialization is None:
+        return {}
+    return {k: getattr(v, "value", v) for k, v in record.asset_materialization.metadata.items()}
+
+
+def describe(instance: dg.DagsterInstance, record: dg.EventLogRecord) -> dict[str, Any]:
+    """A JSON-able description of one materialisation and the upstream materialisations it read."""
+    mat = record.asset_materialization
+    tags = mat.tags or {}
+    upstream = []
+    for tag, value in sorted(tags.items()):
+        if not tag.startswith(INPUT_EVENT_POINTER):
+            continue
+        up_key = dg.AssetKey.from_user_string(tag[len(INPUT_EVENT_POINTER):])
+        up_record = record_by_storage_id(instance, up_key, int(value)) if value else None
+        up_mat = up_record.asset_materialization if up_record else None
+        upstream.append({
+            "asset": up_key.to_user_string(),
+            "data_version": tags.get(INPUT_DATA_VERSION + up_key.to_user_string()),
+            "run_id": up_record.run_id if up_record else None,
+            "partition": up_mat.partition if up_mat else None,
+            "storage_id": int(value) if value else None,
+            "timestamp": up_record.timestamp if up_record else None,
+            "code_version": (up_mat.tags or {}).get("dagster/code_version") if up_mat else None,
+        })
+    return {
+        "asset": mat.asset_key.to_user_string(),
+        "partition": mat.partition,
+        "run_id": record.run_id,
+        "storage_id": record.storage_id,
+        "timestamp": record.timestamp,
+        "data_version": tags.get("dagster/data_version"),
+        "code_version": tags.get("dagster/code_version"),
+        "metadata": {k: _jsonable(v) for k, v in metadata_dict(record).items()},
+        "upstream": upstream,
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)

@@ -1,0 +1,84 @@
+"""The whole chain on ~40 real rows with the packaged models: every asset and check, then lineage.
+
+This is `instsel demo` at a small size: raw datasets -> pool -> features -> SQL models -> IFD ->
+four selections -> four LoRA checkpoints (2 steps each) -> evaluation report.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+from instsel_assets import settings
+
+ROWS_PER_SOURCE = 14
+
+
+def small_data_root(tmp: Path) -> Path:
+    """A data root holding the first rows of every bundled source (real data) and the test set."""
+    src_root = settings.PROJECT_ROOT / "data"
+    sources = yaml.safe_load((src_root / "sources.yaml").read_text())
+    entries = sources["sources"] if isinstance(sources, dict) else sources
+    out = tmp / "data"
+    for entry in entries:
+        src = src_root / entry["path"]
+        dst = out / entry["path"]
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        text = src.read_text(encoding="utf-8")
+        if src.suffix == ".jsonl" or text.lstrip().startswith("{"):
+            dst.write_text("\n".join(text.splitlines()[:ROWS_PER_SOURCE]) + "\n", encoding="utf-8")
+        else:
+            dst.write_text(json.dumps(json.loads(text)[:ROWS_PER_SOURCE], ensure_ascii=False), encoding="utf-8")
+    (out / "sources.yaml").write_text((src_root / "sources.yaml").read_text())
+    shutil.copytree(src_root / "eval", out / "eval")
+    return out
+
+
+@pytest.mark.integration
+def test_whole_chain_and_lineage(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("INSTSEL_DATA_DIR", str(small_data_root(tmp_path)))
+    monkeypatch.setenv("INSTSEL_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    # Share the converted model weights with the demo so the GGUF is dequantised once per machine.
+    monkeypatch.setenv("INSTSEL_MODEL_CACHE", str(settings.PROJECT_ROOT / ".instsel" / "models"))
+
+    from instsel_assets.cli import main, run_demo
+
+    summary = run_demo(max_steps=2, eval_limit=8, budget_fraction=0.1, log_level="WARNING")
+    assert summary["checks_failed"] == []
+    assert summary["checks_passed"] >= 30
+    assert len(summary["runs"]) == 1 + 4 + 1
+
+    report = Path(summary["report"])
+    text = report.read_text()
+    for method in ("base", "ifd", "random", "longest", "kcenter_greedy"):
+        assert f"| {method}" in text
+    assert (report.parent / "evaluation_report.png").stat().st_size > 1000
+
+    con = duckdb.connect(str(tmp_path / "home" / "instsel.duckdb"), read_only=True)
+    read = sum(con.execute(f"select count(*) from raw_datasets.{name}").fetchone()[0]
+               for name in ("alpaca", "dolly", "belle_zh"))
+    kept = con.execute("select count(*) from public.instruction_pool").fetchone()[0]
+    rejected = con.execute("select count(*) from public.pool_quarantine").fetchone()[0]
+    assert read == 3 * ROWS_PER_SOURCE and kept + rejected == read
+    subsets = dict(con.execute("select method, count(*) from public.selected_subsets group by 1").fetchall())
+    budget = max(1, round(kept * 0.1))
+    assert subsets == {m: budget for m in ("ifd", "random", "longest", "kcenter_greedy")}
+    ifd_ids = {r[0] for r in con.execute(
+        "select s.id from public.selected_subsets s join public.ifd_scores i using (id) "
+        "where s.method = 'ifd' and i.ifd < 1").fetchall()}
+    assert len(ifd_ids) == budget
+    con.close()
+
+    assert main(["lineage", "ifd", "--json"]) == 0
+    lineage = json.loads(capsys.readouterr().out)
+    assert lineage["checkpoint"]["partition"] == "ifd"
+    assert lineage["subset_hash"] and lineage["base_model"] == "packaged:smollm2-135m-instruct"
+    assert lineage["scorer_settings"]["ifd"]["asset"] == "ifd_scores"
+    upstream_assets = {node["asset"] for node in lineage["upstream_chain"]}
+    assert {"selected_subsets", "instruction_pool", "ifd_scores", "metric_features",
+            "raw_datasets/alpaca"} <= upstream_assets
+    assert lineage["evaluation_report"]["metadata"]["report_path"].endswith("evaluation_report.md")

@@ -1,0 +1,33 @@
+"""The instsel command: methods listing and clear errors."""
+
+import json
+import subprocess
+import sys
+
+from instsel_assets.cli import main
+
+
+def test_methods_json_lists_every_method_with_its_family(capsys):
+    assert main(["methods", "--json"]) == 0
+    methods = json.loads(capsys.readouterr().out)
+    by_name = {(m["name"], m["kind"]): m for m in methods}
+    for name in ("ifd", "random", "longest", "kcenter_greedy"):
+        assert (name, "selector") in by_name
+    assert by_name[("ifd", "scorer")]["family"] == "trainable-llm"
+    assert by_name[("random", "selector")]["family"] == "baseline"
+    assert all(m["family_title"] and m["paper"] for m in methods)
+
+
+def test_methods_entry_point_runs():
+    out = subprocess.run([sys.executable, "-m", "instsel_assets.cli", "methods"], capture_output=True, text=True,
+                         check=True).stdout
+    assert "kcenter_greedy" in out and "family" in out
+
+
+def test_lineage_without_materialisation_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    assert main(["lineage", "ifd", "--json"]) == 1
+    err = capsys.readouterr().err
+    assert "no materialisation of finetuned_checkpoints[ifd]" in err and "Traceback" not in err
+    assert main(["lineage", "nope"]) == 1
+    assert "no selection method 'nope'" in capsys.readouterr().err
