@@ -21,8 +21,14 @@ from typing import Any
 def _ensure_dagster_home() -> Path:
     from instsel_assets import settings
 
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(settings.storage_root() / "dagster_home")))
+    # Dagster requires an absolute DAGSTER_HOME; a relative one given by the user is resolved here.
+    home = Path(os.environ.get("DAGSTER_HOME") or settings.storage_root() / "dagster_home").resolve()
+    os.environ["DAGSTER_HOME"] = str(home)
     home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        # The default instance (SQLite under DAGSTER_HOME). Telemetry is off: instsel runs offline.
+        config.write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
     return home
 
 
@@ -179,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(fn=cmd_lineage)
     p = sub.add_parser("demo", help="materialise the whole default chain on the bundled sample")
-    p.add_argument("--max-steps", type=int, default=30, help="fine-tuning steps per checkpoint (default 30)")
+    p.add_argument("--max-steps", type=int, default=15, help="fine-tuning steps per checkpoint (default 15)")
     p.add_argument("--eval-limit", type=int, default=100, help="AlpacaEval prompts for held-out loss (default 100)")
     p.add_argument("--budget-fraction", type=float, default=0.10, help="subset size as a pool fraction (default 0.10)")
     p.set_defaults(fn=cmd_demo)

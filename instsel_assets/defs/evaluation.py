@@ -105,5 +105,5 @@ def evaluation_reports(context: dg.AssetExecutionContext, config: EvaluationConf
 
 
 def _loss_fields(summary: dict) -> dict:
-    return {"n_examples": int(summary["n_examples"]), "n_answer_tokens": int(summary.get("n_answer_tokens", 0)),
+    return {"n_examples": int(summary["n_examples"]), "n_answer_tokens": int(summary["n_tokens"]),
             "mean_loss": float(summary["mean_loss"])}

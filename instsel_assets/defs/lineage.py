@@ -72,8 +72,8 @@ def describe(instance: dg.DagsterInstance, record: dg.EventLogRecord) -> dict[st
 def _jsonable(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
-    if isinstance(value, (list, tuple)):
+    if type(value) in (list, tuple):  # exact types: Dagster records (TableSchema) subclass tuple
         return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
+    if type(value) is dict:
         return {str(k): _jsonable(v) for k, v in value.items()}
     return str(value)

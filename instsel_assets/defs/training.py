@@ -22,7 +22,7 @@ CHECK_PROMPT = "Give three tips for staying healthy."
 
 class TrainingConfig(dg.Config):
     max_steps: int = Field(
-        default=30,
+        default=15,
         description="Optimizer steps (the demo's small budget; raise it for real runs).")
     batch_size: int = Field(
         default=4,
@@ -107,7 +107,7 @@ def finetuned_checkpoints(context: dg.AssetExecutionContext, config: TrainingCon
         "trainable_params": result.trainable_params, "train_seconds": result.seconds,
     }
     yield dg.Output(manifest, metadata={
-        "path": dg.MetadataValue.path(str(out_dir)),
+        "checkpoint_dir": dg.MetadataValue.path(str(out_dir)),
         "selection_method": method, "budget": manifest["budget"],
         "subset_hash": str(manifest["subset_hash"]), "selector": str(manifest["selector"]),
         "scorer_settings": dg.MetadataValue.json(manifest["scorer_settings"] or {}),

@@ -14,9 +14,10 @@ Contracts worth knowing:
 - **Loss on answer tokens only.** Examples are encoded by :func:`instsel_assets.models.chat.encode_for_training`;
   labels are the input ids where its mask is true and ``-100`` elsewhere. The loss of a batch is the
   mean cross-entropy over all answer tokens of the batch (every answer token weighs the same).
-- **Precision.** On CPU, training runs in float32 (a model loaded in half precision is converted).
-  On CUDA the weights keep their dtype and the forward pass runs under ``torch.autocast(bfloat16)``
-  when the GPU supports bf16 (float32 otherwise); the LoRA weights themselves are always float32
+- **Precision.** On CPU the weights are float32 (a model loaded in half precision is converted);
+  on CUDA they keep their dtype. The forward pass runs under ``torch.autocast(bfloat16)`` where the
+  hardware has native bf16 (``SFTConfig.precision="auto"``: CUDA with bf16 support, or a CPU with
+  AVX512-BF16/AMX), float32 otherwise; the LoRA weights themselves are always float32
   (peft's ``autocast_adapter_dtype``), so the optimizer state is float32.
 - **Determinism.** ``config.seed`` seeds the LoRA initialisation, dropout and the example order;
   two runs on the same device with the same inputs give the same losses.
@@ -75,6 +76,11 @@ class SFTConfig:
     """Maximum global L2 norm of the gradients (clipping); 0 or a negative value disables clipping."""
     log_every: int = 5
     """Call ``progress`` every this many steps (and after the last step)."""
+    precision: str = "auto"
+    """Compute precision of the forward/backward pass: ``"auto"`` runs under bf16 autocast where the
+    hardware computes bf16 natively (CUDA with bf16 support; CPUs with AVX512-BF16/AMX, where it is
+    about twice as fast as fp32), else fp32; ``"float32"`` or ``"bfloat16"`` force one. Master
+    weights, LoRA weights and optimizer state stay fp32 either way."""
 
     def validate(self) -> None:
         if self.max_steps < 1:
@@ -93,6 +99,8 @@ class SFTConfig:
             raise ValueError(f"SFTConfig.log_every must be >= 1, got {self.log_every}")
         if not self.target_modules:
             raise ValueError("SFTConfig.target_modules must name at least one module")
+        if self.precision not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"SFTConfig.precision must be 'auto', 'float32' or 'bfloat16', got {self.precision!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -226,6 +234,21 @@ def batch_loss(model, batch: Mapping[str, torch.Tensor], *, fast_head: bool = Tr
     return loss, n_tokens
 
 
+def autocast_dtype_for(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype of ``SFTConfig.precision`` on ``device`` (None: plain fp32)."""
+    if precision == "float32":
+        return None
+    if precision == "bfloat16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    if device.type == "cpu":
+        from instsel_assets.models.loading import cpu_has_native_bf16
+
+        return torch.bfloat16 if cpu_has_native_bf16() else None
+    return None
+
+
 def count_trainable(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -270,7 +293,7 @@ def finetune_lora(model, tokenizer, conversations_list: Sequence[Sequence[Mappin
     param = next(model.parameters())
     device = param.device
     use_cuda = device.type == "cuda"
-    autocast_dtype = torch.bfloat16 if use_cuda and torch.cuda.is_bf16_supported() else None
+    autocast_dtype = autocast_dtype_for(device, config.precision)
     if not use_cuda and param.dtype != torch.float32:
         model = model.float()
 

@@ -78,6 +78,11 @@ def test_whole_chain_and_lineage(tmp_path, monkeypatch, capsys):
     assert lineage["checkpoint"]["partition"] == "ifd"
     assert lineage["subset_hash"] and lineage["base_model"] == "packaged:smollm2-135m-instruct"
     assert lineage["scorer_settings"]["ifd"]["asset"] == "ifd_scores"
+    checkpoint_dir = Path(lineage["checkpoint"]["metadata"]["checkpoint_dir"])
+    assert (checkpoint_dir / "instsel_checkpoint.json").is_file()
+    raw_versions = {node["asset"]: node["data_version"] for node in lineage["upstream_chain"]
+                    if node["asset"].startswith("raw_datasets/")}
+    assert len(raw_versions) == 3 and len(set(raw_versions.values())) == 3  # content, not code, versions
     upstream_assets = {node["asset"] for node in lineage["upstream_chain"]}
     assert {"selected_subsets", "instruction_pool", "ifd_scores", "metric_features",
             "raw_datasets/alpaca"} <= upstream_assets

@@ -164,3 +164,17 @@ def test_config_validation():
         SFTConfig(max_steps=0).validate()
     d = SFTConfig().to_dict()
     assert d["target_modules"] == ["q_proj", "v_proj"] and d["max_steps"] == 20
+
+
+def test_precision_option_picks_the_autocast_dtype():
+    import torch
+
+    from instsel_assets.models.loading import cpu_has_native_bf16
+    from instsel_assets.training.sft import autocast_dtype_for
+
+    cpu = torch.device("cpu")
+    assert autocast_dtype_for(cpu, "float32") is None
+    assert autocast_dtype_for(cpu, "bfloat16") is torch.bfloat16
+    assert autocast_dtype_for(cpu, "auto") is (torch.bfloat16 if cpu_has_native_bf16() else None)
+    with pytest.raises(ValueError, match="precision"):
+        SFTConfig(precision="int8").validate()
