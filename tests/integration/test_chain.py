@@ -73,6 +73,7 @@ def test_whole_chain_and_lineage(tmp_path, monkeypatch, capsys):
     assert len(ifd_ids) == budget
     con.close()
 
+    capsys.readouterr()  # drop the demo's progress lines
     assert main(["lineage", "ifd", "--json"]) == 0
     lineage = json.loads(capsys.readouterr().out)
     assert lineage["checkpoint"]["partition"] == "ifd"
