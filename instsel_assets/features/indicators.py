@@ -7,8 +7,7 @@ Dagster ``metric_features`` asset call it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -16,9 +15,9 @@ import pandas as pd
 from instsel_assets.features.text_stats import (
     detect_language,
     flat_text,
-    is_missing,
     mtld,
     response_text,
+    turn_contents,
     type_token_ratio,
     user_text,
     words,
@@ -63,19 +62,6 @@ def count_tokens(texts: Sequence[str], tokenizer=None, batch_size: int = _TOKENI
     return out
 
 
-def _all_turns_text(conversations: Any) -> list[str] | None:
-    """Every turn's content (system, user, assistant), or None without a conversation."""
-    if is_missing(conversations):
-        return None
-    try:
-        turns = list(conversations)
-    except TypeError:
-        return None
-    if not turns:
-        return None
-    return [str(t["content"]) for t in turns if isinstance(t, Mapping) and not is_missing(t.get("content"))]
-
-
 def compute_text_indicators(pool: pd.DataFrame, tokenizer=None) -> pd.DataFrame:
     """One row per pool row, in pool order, with columns :data:`INDICATOR_COLUMNS`.
 
@@ -106,7 +92,7 @@ def compute_text_indicators(pool: pd.DataFrame, tokenizer=None) -> pd.DataFrame:
     turn_texts: list[str] = []
     owner: list[int] = []
     for i, r in enumerate(rows):
-        turns = _all_turns_text(r.get("conversations"))
+        turns = turn_contents(r.get("conversations"))
         if turns is None:
             turns = [instr[i], inp[i], outp[i]]
         turn_texts.extend(turns)

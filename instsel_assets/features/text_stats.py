@@ -197,12 +197,12 @@ def is_missing(value: Any) -> bool:
     return False
 
 
-def turns_text(conversations: Any, role: str, sep: str = "\n") -> str | None:
-    """The contents of every turn with ``role``, joined by ``sep``.
+def turn_contents(conversations: Any, role: str | None = None) -> list[str] | None:
+    """The contents of every turn with ``role`` (every turn when ``role`` is None), in order.
 
     ``conversations`` is any sequence of ``{"role", "content"}`` mappings (DuckDB returns a numpy
     array of dicts). ``None`` when there is no conversation at all (missing or empty), so callers
-    can fall back to the flat columns; ``""`` when the conversation has no turn with ``role``.
+    can fall back to the flat columns; ``[]`` when the conversation has no turn with ``role``.
     """
     if is_missing(conversations):
         return None
@@ -212,9 +212,14 @@ def turns_text(conversations: Any, role: str, sep: str = "\n") -> str | None:
         return None
     if not turns:
         return None
-    parts = [str(t["content"]) for t in turns if isinstance(t, Mapping) and t.get("role") == role
-             and not is_missing(t.get("content"))]
-    return sep.join(parts)
+    return [str(t["content"]) for t in turns if isinstance(t, Mapping) and (role is None or t.get("role") == role)
+            and not is_missing(t.get("content"))]
+
+
+def turns_text(conversations: Any, role: str, sep: str = "\n") -> str | None:
+    """The contents of every turn with ``role``, joined by ``sep`` (see :func:`turn_contents`)."""
+    parts = turn_contents(conversations, role)
+    return None if parts is None else sep.join(parts)
 
 
 def flat_text(row: Mapping[str, Any], col: str) -> str:
