@@ -41,7 +41,6 @@ from instsel_assets.scoring.ifd import ifd_scores  # noqa: E402
 
 DATA_CANDIDATES = [
     ROOT / "data" / "pools" / "alpaca" / "alpaca_sample.json",
-    Path("/work/shared/data/pools/alpaca_52k/alpaca_data-00000-03252.json"),
 ]
 
 

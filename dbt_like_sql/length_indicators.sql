@@ -1,4 +1,4 @@
--- Length and size indicators per pool row (METHODS.md family 1): characters of the instruction,
+-- Length and size indicators per pool row (docs/METHODS.md family 1): characters of the instruction,
 -- input and response (first exchange), characters of all assistant turns, turns, and the token
 -- counts computed by metric_features with the scorer's tokenizer.
 SELECT

@@ -1,6 +1,6 @@
 """The ``instsel`` command.
 
-- ``instsel methods [--json]``: every registered scorer and selector, with its METHODS.md family.
+- ``instsel methods [--json]``: every registered scorer and selector, with its docs/METHODS.md family.
 - ``instsel lineage METHOD [--json]``: which runs, data versions and upstream materialisations
   produced the checkpoint and the evaluation report of a selection method (read from the Dagster
   instance at ``DAGSTER_HOME``).

@@ -1,4 +1,4 @@
-"""The method registry: every scorer and selector, with its family from METHODS.md.
+"""The method registry: every scorer and selector, with its family from docs/METHODS.md.
 
 Scorers compute columns; selectors read columns and decide which rows to keep (data-juicer's
 split of stats from decisions). Each method module registers itself on import with

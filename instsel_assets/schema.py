@@ -1,4 +1,4 @@
-"""Column names shared by every stage (METHODS.md, "The record schema every stage shares").
+"""Column names shared by every stage (docs/METHODS.md, "The record schema every stage shares").
 
 One row per example. ``conversations`` is a list of ``{"role", "content"}`` turns with roles
 ``system`` / ``user`` / ``assistant``; ``instruction``, ``input`` and ``output`` are flat

@@ -17,7 +17,7 @@ CODE_VERSION = code_version_of(
     group_name="features",
     code_version=CODE_VERSION,
     kinds={"duckdb", "pandas", "torch"},
-    description="Indicators of METHODS.md family 1 per pool row: tokens of instruction / input / response "
+    description="Indicators of docs/METHODS.md family 1 per pool row: tokens of instruction / input / response "
                 "(the scorer's tokenizer), type-token ratio and MTLD of the response (CJK-aware), language, "
                 "the MiniLM embedding of the instruction and its KNN-6 mean cosine distance.",
     check_specs=[

@@ -19,7 +19,7 @@ def pool_assets() -> list[dg.AssetsDefinition]:
         outs={
             "instruction_pool": dg.AssetOut(
                 group_name="pool", code_version=CODE_VERSION, kinds={"duckdb", "pandas"},
-                description="Every usable row in the shared schema (METHODS.md): content-hash id, "
+                description="Every usable row in the shared schema (docs/METHODS.md): content-hash id, "
                             "conversations, flat instruction/input/output; exact duplicates removed."),
             "pool_quarantine": dg.AssetOut(
                 group_name="pool", code_version=CODE_VERSION, kinds={"duckdb", "pandas"},

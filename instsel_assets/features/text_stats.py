@@ -1,6 +1,6 @@
 """Tokenizer-aware word statistics: words, type-token ratio, MTLD, script-based language.
 
-These are the lexical-diversity indicators of METHODS.md, Family 1, written so that they work on
+These are the lexical-diversity indicators of docs/METHODS.md, Family 1, written so that they work on
 Chinese text (the survey's open challenge 3): a Chinese sentence has no spaces, so a whitespace
 split would make it one "word". Here every CJK ideograph is its own token.
 

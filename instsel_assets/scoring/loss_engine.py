@@ -1,7 +1,7 @@
 """The one hot path for every language-model score: mean loss of answer tokens given a prefix.
 
 IFD, Superfiltering, perplexity, held-out loss, prompt uncertainty, Nuggets... all ask for
-"the mean token cross-entropy of these answer tokens given this prefix" (ARCHITECTURE.md). This module
+"the mean token cross-entropy of these answer tokens given this prefix" (docs/ARCHITECTURE.md). This module
 computes it for many (prefix_ids, answer_ids) pairs at once:
 
 - length-bucketed batches: pairs are sorted by total length (longest first, so an out-of-memory error

@@ -1,4 +1,4 @@
-"""Longest-responses baseline (METHODS.md, "Baselines every comparison needs"; Zhao et al. 2024
+"""Longest-responses baseline (docs/METHODS.md, "Baselines every comparison needs"; Zhao et al. 2024
 showed it is a strong one).
 
 Registered selector: ``longest`` (reads ``id``, ``output_chars``).

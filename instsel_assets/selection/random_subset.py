@@ -1,4 +1,4 @@
-"""Random subset baseline (METHODS.md, "Baselines every comparison needs").
+"""Random subset baseline (docs/METHODS.md, "Baselines every comparison needs").
 
 Also holds the small argument checks every selector shares (:func:`check_budget`,
 :func:`require_columns`).

@@ -21,7 +21,7 @@ from instsel_assets.training.checkpoint import (
 )
 from instsel_assets.training.sft import SFTConfig, finetune_lora
 
-ALPACA = Path("/work/shared/data/pools/alpaca_52k/alpaca_data-00000-03252.json")
+ALPACA = Path(__file__).resolve().parents[2] / "data" / "pools" / "alpaca" / "alpaca_sample.json"
 
 CONVERSATIONS = [
     [{"role": "user", "content": "What is the capital of France?"},
@@ -180,7 +180,7 @@ def test_smollm2_two_steps_on_alpaca_rows(tmp_path):
                            base_model_id=loading.PACKAGED_SMOLLM2, progress=reports.append)
     assert all(math.isfinite(x) for x in result.losses) and len(result.losses) == 2
     assert 0.5 < result.first_loss < 10
-    assert result.trainable_params == 460_800  # q_proj + v_proj, r=8, 30 layers (MODELS.md)
+    assert result.trainable_params == 460_800  # q_proj + v_proj, r=8, 30 layers of SmolLM2-135M
     assert [r["step"] for r in reports] == [1, 2]
     assert (tmp_path / "smol" / ADAPTER_WEIGHTS).stat().st_size < 4 * 1024 * 1024
 

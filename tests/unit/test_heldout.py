@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,12 +14,9 @@ from instsel_assets.evaluation.heldout import heldout_loss, load_alpaca_eval, su
 from instsel_assets.models import chat
 from instsel_assets.scoring.loss_engine import answer_losses
 
-BUNDLED = heldout.default_alpaca_eval_path()
-SHARED = Path("/work/shared/data/eval/alpaca_eval_805/text_davinci_003_model_outputs.json")
-ALPACA_EVAL = BUNDLED if BUNDLED.exists() else SHARED
+ALPACA_EVAL = heldout.default_alpaca_eval_path()
 
 
-@pytest.mark.skipif(not ALPACA_EVAL.exists(), reason="AlpacaEval reference outputs not available")
 def test_load_alpaca_eval_reference_file():
     df = load_alpaca_eval(ALPACA_EVAL, limit=None)
     assert list(df.columns) == ["id", "instruction", "reference"]
@@ -77,7 +73,6 @@ def test_summary_is_token_weighted():
 
 
 @pytest.mark.integration
-@pytest.mark.skipif(not ALPACA_EVAL.exists(), reason="AlpacaEval reference outputs not available")
 def test_smollm2_heldout_loss_on_alpaca_eval(smollm2):
     model, tok = smollm2
     df = load_alpaca_eval(ALPACA_EVAL, limit=4)

@@ -18,7 +18,6 @@ from instsel_assets.scoring.loss_engine import answer_losses
 
 ALPACA_CANDIDATES = [
     Path(__file__).resolve().parents[2] / "data" / "pools" / "alpaca" / "alpaca_sample.json",
-    Path("/work/shared/data/pools/alpaca_52k/alpaca_data-00000-03252.json"),
 ]
 
 
