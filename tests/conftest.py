@@ -123,3 +123,11 @@ def smollm2():
     from instsel_assets.models.loading import PACKAGED_SMOLLM2, load_causal_lm
 
     return load_causal_lm(PACKAGED_SMOLLM2, dtype="float32", device="cpu")
+
+
+@pytest.fixture
+def fresh_tiny_lm(tiny_lm_factory):
+    """``(make_fresh_model, tokenizer)`` for code that takes ownership of its model (``finetune_lora``):
+    every ``make_fresh_model()`` call is a deep copy of the same tiny Llama."""
+    model, tokenizer = tiny_lm_factory()
+    return lambda: copy.deepcopy(model), tokenizer

@@ -34,16 +34,8 @@ CONVERSATIONS = [
 
 
 @pytest.fixture
-def tiny(tiny_lm_factory):
-    """``(make_fresh_model, tokenizer)``: ``finetune_lora`` takes ownership of its model, so every
-    call gets a deep copy of the same tiny Llama (``tests/conftest.py``)."""
-    model, tokenizer = tiny_lm_factory()
-    return lambda: copy.deepcopy(model), tokenizer
-
-
-@pytest.fixture
-def trained(tiny, tmp_path):
-    make, tokenizer = tiny
+def trained(fresh_tiny_lm, tmp_path):
+    make, tokenizer = fresh_tiny_lm
     cfg = SFTConfig(max_steps=8, batch_size=2, learning_rate=2e-2, log_every=4)
     out = tmp_path / "run" / "ckpt"
     result = finetune_lora(make(), tokenizer, CONVERSATIONS, out, cfg, base_model_id="tiny-base",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
@@ -35,16 +34,8 @@ CONVERSATIONS = [
 ]
 
 
-@pytest.fixture
-def tiny(tiny_lm_factory):
-    """``(make_fresh_model, tokenizer)``: ``finetune_lora`` takes ownership of its model, so every
-    call gets a deep copy of the same tiny Llama (``tests/conftest.py``)."""
-    model, tokenizer = tiny_lm_factory()
-    return lambda: copy.deepcopy(model), tokenizer
-
-
-def test_labels_are_ignored_outside_answers(tiny):
-    _, tokenizer = tiny
+def test_labels_are_ignored_outside_answers(fresh_tiny_lm):
+    _, tokenizer = fresh_tiny_lm
     for conv in CONVERSATIONS:
         ids, mask = encode_for_training(tokenizer, conv, 512)
         ex = encode_example(tokenizer, conv, 512)
@@ -62,8 +53,8 @@ def test_labels_are_ignored_outside_answers(tiny):
         assert batch["input_ids"][row, :n].tolist() == ids
 
 
-def test_fast_head_loss_equals_full_logits_loss(tiny):
-    make, tokenizer = tiny
+def test_fast_head_loss_equals_full_logits_loss(fresh_tiny_lm):
+    make, tokenizer = fresh_tiny_lm
     model = make()
     batch = collate([encode_example(tokenizer, c, 512) for c in CONVERSATIONS], tokenizer.pad_token_id)
     with torch.no_grad():
@@ -74,8 +65,8 @@ def test_fast_head_loss_equals_full_logits_loss(tiny):
     assert torch.allclose(fast, full, atol=1e-5) and torch.allclose(full, ref, atol=1e-5)
 
 
-def test_loss_decreases_and_only_lora_is_trainable(tiny, tmp_path):
-    make, tokenizer = tiny
+def test_loss_decreases_and_only_lora_is_trainable(fresh_tiny_lm, tmp_path):
+    make, tokenizer = fresh_tiny_lm
     model = make()
     # Measured over 3 model seeds x 2 LoRA seeds: mean of the first 5 losses ~6.6, of the last 5 ~1.6-2.0.
     cfg = SFTConfig(max_steps=30, batch_size=4, learning_rate=2e-2, lora_dropout=0.0, log_every=10)
@@ -106,8 +97,8 @@ def test_loss_decreases_and_only_lora_is_trainable(tiny, tmp_path):
     assert reports[-1]["lr"] < reports[0]["lr"] <= cfg.learning_rate  # linear decay
 
 
-def test_same_seed_same_losses(tiny, tmp_path):
-    make, tokenizer = tiny
+def test_same_seed_same_losses(fresh_tiny_lm, tmp_path):
+    make, tokenizer = fresh_tiny_lm
     cfg = SFTConfig(max_steps=6, batch_size=2, learning_rate=1e-3, seed=7)
     a = finetune_lora(make(), tokenizer, CONVERSATIONS, tmp_path / "a", cfg, base_model_id="tiny-test")
     b = finetune_lora(make(), tokenizer, CONVERSATIONS, tmp_path / "b", cfg, base_model_id="tiny-test")
@@ -117,15 +108,15 @@ def test_same_seed_same_losses(tiny, tmp_path):
     assert c.losses != a.losses
 
 
-def test_empty_subset_raises(tiny, tmp_path):
-    make, tokenizer = tiny
+def test_empty_subset_raises(fresh_tiny_lm, tmp_path):
+    make, tokenizer = fresh_tiny_lm
     with pytest.raises(ValueError, match="empty"):
         finetune_lora(make(), tokenizer, [], tmp_path / "x", SFTConfig(max_steps=1), base_model_id="t")
     assert not (tmp_path / "x").exists()
 
 
-def test_examples_without_answer_after_truncation_are_skipped(tiny, tmp_path):
-    make, tokenizer = tiny
+def test_examples_without_answer_after_truncation_are_skipped(fresh_tiny_lm, tmp_path):
+    make, tokenizer = fresh_tiny_lm
     short = CONVERSATIONS[1]
     limit = encode_for_training(tokenizer, short, 512)[1].index(True) + 2  # keeps two answer tokens of `short`
     long_prompt = [{"role": "user", "content": "hello world " * 200}, {"role": "assistant", "content": "Yes."}]
