@@ -16,6 +16,11 @@ CODE_VERSION = code_version_of(
     "instsel_assets.selection.kcenter_greedy")
 
 
+# Which asset computes each column a selector may read (see candidate_table).
+COLUMN_ASSETS = {"ifd": "ifd_scores", "embedding": "metric_features", "language": "metric_features",
+                 "output_chars": "length_indicators", "total_tokens": "length_indicators"}
+
+
 class SelectionConfig(dg.Config):
     budget_fraction: float = Field(
         default=DEFAULT_BUDGET_FRACTION,
@@ -70,7 +75,7 @@ def selected_subsets(context: dg.AssetExecutionContext, config: SelectionConfig,
     # The settings of the scorers whose columns this selector read, from the materialisations read.
     scorer_settings = {}
     for column in selector.columns:
-        asset = {"ifd": "ifd_scores", "embedding": "metric_features", "output_chars": "length_indicators"}.get(column)
+        asset = COLUMN_ASSETS.get(column)
         if asset:
             meta = metadata_dict(latest_record(context.instance, asset))
             scorer_settings[column] = {"asset": asset, **{k: meta[k] for k in ("scorer", "scorer_settings",

@@ -1,6 +1,5 @@
 """finetuned_checkpoints: LoRA supervised fine-tuning of the base model on each selected subset."""
 
-import dataclasses
 from pathlib import Path
 
 import dagster as dg
@@ -101,7 +100,7 @@ def finetuned_checkpoints(context: dg.AssetExecutionContext, config: TrainingCon
                            manifest=manifest_extra)
     manifest = {
         "path": str(out_dir), "base_model": language_model.model, **manifest_extra,
-        "sft_config": dataclasses.asdict(sft_config),
+        "sft_config": sft_config.to_dict(),
         "steps": result.steps, "first_loss": result.first_loss, "last_loss": result.last_loss,
         "n_examples": result.n_examples, "n_skipped": result.n_skipped,
         "trainable_params": result.trainable_params, "train_seconds": result.seconds,
