@@ -26,3 +26,8 @@ def model_cache_dir() -> Path:
 def sql_models_dir() -> Path:
     """The SQL models (``INSTSEL_SQL_DIR``, default ``<project>/dbt_like_sql``)."""
     return Path(os.environ.get("INSTSEL_SQL_DIR", PROJECT_ROOT / "dbt_like_sql")).resolve()
+
+
+def loss_cache_dir() -> Path:
+    """The loss engine's result shards (``INSTSEL_LOSS_CACHE``, default ``<storage>/cache/loss``)."""
+    return Path(os.environ.get("INSTSEL_LOSS_CACHE", storage_root() / "cache" / "loss")).resolve()

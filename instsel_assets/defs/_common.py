@@ -58,13 +58,18 @@ class ProgressLogger:
     def __init__(self, log, what: str, every_seconds: float = 10.0):
         self.log, self.what, self.every = log, what, every_seconds
         self.start = self.last = time.monotonic()
+        self.first_done: int | None = None  # work found done at the start (e.g. cached) is not in the rate
 
     def __call__(self, done: int, total: int) -> None:
         now = time.monotonic()
+        if self.first_done is None:
+            self.first_done = done
+            if done:
+                self.log.info(f"{self.what}: {done}/{total} already done (cache)")
         if done < total and now - self.last < self.every:
             return
         self.last = now
         elapsed = now - self.start
-        rate = done / elapsed if elapsed > 0 else 0.0
+        rate = (done - self.first_done) / elapsed if elapsed > 0 else 0.0
         left = (total - done) / rate if rate > 0 else float("nan")
         self.log.info(f"{self.what}: {done}/{total} ({rate:.1f}/s, ~{left:.0f}s left)")

@@ -38,6 +38,15 @@ class LanguageModelResource(dg.ConfigurableResource):
     device: str = Field(default="auto", description="'auto' (CUDA when present), 'cpu' or 'cuda'.")
     batch_size: int = Field(default=8, description="Examples per forward pass of the loss engine.")
     max_length: int = Field(default=1024, description="Tokens per example; longer prefixes are cut from the left.")
+    workers: str = Field(
+        default="auto",
+        description="Loss-engine batches computed at once: 'auto' (on CPU one worker per torch thread, each on "
+                    "one thread, which beats intra-op threading on small CPUs; 1 on a GPU) or a number.")
+    use_loss_cache: bool = Field(
+        default=True,
+        description="Keep every computed loss in the resumable on-disk cache (INSTSEL_LOSS_CACHE, default "
+                    ".instsel/cache/loss), keyed by a hash of model weights, tokenizer, chat template and token "
+                    "ids: an interrupted scoring run resumes, a re-run on unchanged data computes nothing.")
 
     def load(self):
         """(model, tokenizer), shared by every asset of this process; do not modify it in place."""
@@ -52,9 +61,33 @@ class LanguageModelResource(dg.ConfigurableResource):
 
         return load_causal_lm(self.model, dtype="float32", device=self.device)
 
+    def load_adapted(self, checkpoint_dir: str):
+        """(model, tokenizer) of a LoRA checkpoint merged into this resource's base model (its dtype and
+        device), for scoring with a fine-tuned model; a private copy."""
+        from instsel_assets.models.loading import load_causal_lm
+        from instsel_assets.training.checkpoint import load_checkpoint
+
+        model, tokenizer, _ = load_checkpoint(
+            checkpoint_dir, base_loader=lambda mid: load_causal_lm(mid, dtype=self.dtype, device=self.device))
+        return model, tokenizer
+
+    def engine_kwargs(self, model, tokenizer, log=None) -> dict[str, Any]:
+        """Keyword arguments for every loss-engine scorer: batch size, length, workers and the cache."""
+        workers: str | int = self.workers if self.workers == "auto" else int(self.workers)
+        kwargs: dict[str, Any] = {"batch_size": self.batch_size, "max_length": self.max_length, "workers": workers}
+        if self.use_loss_cache:
+            from instsel_assets.scoring.loss_cache import LossCache
+
+            cache = LossCache.for_model(settings.loss_cache_dir(), model, tokenizer)
+            if log is not None:
+                log.info(f"loss cache {cache.directory}: {len(cache)} pairs already computed for this model")
+            kwargs["cache"] = cache
+        return kwargs
+
     def settings_dict(self) -> dict[str, Any]:
         return {"model": self.model, "dtype": self.dtype, "device": self.device,
-                "batch_size": self.batch_size, "max_length": self.max_length}
+                "batch_size": self.batch_size, "max_length": self.max_length, "workers": self.workers,
+                "use_loss_cache": self.use_loss_cache}
 
 
 class EmbeddingModelResource(dg.ConfigurableResource):

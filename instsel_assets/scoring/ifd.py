@@ -73,11 +73,13 @@ def first_turn_pairs(tokenizer, conversations: Sequence[Mapping[str, Any]]) -> t
     writes=IFD_COLUMNS,
 )
 def ifd_scores(pool: pd.DataFrame, model, tokenizer, *, batch_size: int = 8, max_length: int = 1024,
-               progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+               progress: Callable[[int, int], None] | None = None, cache=None,
+               workers: int | str = "auto") -> pd.DataFrame:
     """One row per pool row (same order): ``id`` and ``IFD_COLUMNS``.
 
     ``pool`` needs ``id`` and ``conversations`` (a sequence of ``{role, content}`` mappings per row).
-    ``progress(done, total)`` counts sequences (two per row).
+    ``progress(done, total)`` counts sequences (two per row). ``cache`` (a ``loss_cache.LossCache``) and
+    ``workers`` are passed to the loss engine.
     """
     n = len(pool)
     pairs: list[tuple[list[int], list[int]]] = []
@@ -88,7 +90,8 @@ def ifd_scores(pool: pd.DataFrame, model, tokenizer, *, batch_size: int = 8, max
             continue
         pairs.extend(got)
         owners.append(i)
-    res = answer_losses(model, tokenizer, pairs, batch_size=batch_size, max_length=max_length, progress=progress)
+    res = answer_losses(model, tokenizer, pairs, batch_size=batch_size, max_length=max_length, progress=progress,
+                        cache=cache, workers=workers)
 
     loss_q = np.full(n, np.nan)
     loss_a = np.full(n, np.nan)
