@@ -139,7 +139,7 @@ def run_ifd_bench(*, rows: int = 100, model_name: str | None = None, data: Path 
     from instsel_assets.scoring.ifd import first_turn_pairs, ifd_scores
 
     model_name = model_name or PACKAGED_SMOLLM2
-    path = data or settings.data_root() / "pools" / "alpaca" / "alpaca_sample.json"
+    path = data or settings.data_root() / "bench" / "alpaca_500.json"
     pool = bench_pool(Path(path), rows)
     dev = pick_device(device)
     info = machine_info(dev)

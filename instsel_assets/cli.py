@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None,
                    help="Hugging Face id or local directory (default: the packaged SmolLM2-135M-Instruct)")
     p.add_argument("--data", type=Path, default=None,
-                   help="an Alpaca-format JSON list (default: the bundled Alpaca sample)")
+                   help="an Alpaca-format JSON list (default: data/bench/alpaca_500.json, 500 Stanford Alpaca rows)")
     p.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda'")
     p.add_argument("--batch-size", type=int, default=8, help="engine batch size (default 8)")
     p.add_argument("--max-length", type=int, default=1024, help="tokens per sequence (default 1024)")

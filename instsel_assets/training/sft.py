@@ -218,15 +218,21 @@ def batch_loss(model, batch: Mapping[str, torch.Tensor], *, fast_head: bool = Tr
     keep = torch.zeros_like(labels, dtype=torch.bool)
     keep[:, :-1] = targets != IGNORE_INDEX
     n_tokens = int(keep.sum())
+    logits = None
     if fast_head:
-        out = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep, use_cache=False)
-        logits = out.logits
-        if logits.ndim == 2 and logits.shape[0] == n_tokens:
-            loss = torch.nn.functional.cross_entropy(logits.float(), targets[keep[:, :-1]], reduction="mean")
-            return loss, n_tokens
-    else:
-        out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-        logits = out.logits
+        try:
+            out = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep, use_cache=False)
+        except (IndexError, TypeError, RuntimeError):
+            # transformers releases before boolean ``logits_to_keep`` masks index with it and fail: take the
+            # full logits below instead.
+            out = None
+        if out is not None:
+            logits = out.logits
+            if logits.ndim == 2 and logits.shape[0] == n_tokens:
+                loss = torch.nn.functional.cross_entropy(logits.float(), targets[keep[:, :-1]], reduction="mean")
+                return loss, n_tokens
+    if logits is None or logits.ndim != 3:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
     # Full logits (model without boolean logits_to_keep support).
     shifted = logits[:, :-1, :].float()
     loss = torch.nn.functional.cross_entropy(
