@@ -72,6 +72,13 @@ def lineage_report(instance, method: str) -> dict[str, Any]:
             continue
         seen.add(record.storage_id)
         node = describe(instance, record)
+        if node["asset"] == "selected_subsets":
+            # selected_subsets depends on every score asset but reads only those its selector needs
+            # (recorded in its metadata): the lineage names the scores that produced the subset.
+            from instsel_assets.defs.selection import SCORE_ASSETS
+
+            read = node["metadata"].get("score_assets_read") or {}
+            node["upstream"] = [u for u in node["upstream"] if u["asset"] not in SCORE_ASSETS or u["asset"] in read]
         chain.append(node)
         for up in node["upstream"]:
             if up["storage_id"] is not None:
@@ -118,12 +125,18 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_demo(max_steps: int, eval_limit: int, budget_fraction: float, log_level: str = "INFO") -> dict[str, Any]:
-    """Materialise every asset and check of the default chain in-process; return a summary."""
+def run_demo(max_steps: int, eval_limit: int, budget_fraction: float, log_level: str = "INFO",
+             selections: list[str] | None = None) -> dict[str, Any]:
+    """Materialise the default chain in-process (the pool, its features, the demo's scores, one subset and
+    checkpoint per demo selection, the evaluation report); return a summary."""
     import dagster as dg
 
     from instsel_assets.defs import build_definitions
-    from instsel_assets.selection.plan import selection_names
+    from instsel_assets.selection.plan import DEMO_SELECTIONS, get_selection
+
+    selections = list(selections or DEMO_SELECTIONS)
+    for name in selections:
+        get_selection(name)  # a clear error for an unknown name, before anything runs
 
     _ensure_dagster_home()
     instance = dg.DagsterInstance.get()
@@ -145,8 +158,8 @@ def run_demo(max_steps: int, eval_limit: int, budget_fraction: float, log_level:
                            + (f"[{partition_key}]" if partition_key else ""), evaluation.passed))
         print(f"[instsel demo] {time.monotonic() - started:6.0f}s  finished {label} (run {result.run_id})", flush=True)
 
-    run("prepare_pool_job", {})
-    for method in selection_names():
+    run("prepare_pool_job", {"ops": {"ifd_pre_experienced_model": {"config": {"max_steps": max_steps}}}})
+    for method in selections:
         run("select_and_train_job", {"ops": {
             "selected_subsets": {"config": {"budget_fraction": budget_fraction}},
             "finetuned_checkpoints": {"config": {"max_steps": max_steps}},
@@ -166,7 +179,12 @@ def run_demo(max_steps: int, eval_limit: int, budget_fraction: float, log_level:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    summary = run_demo(args.max_steps, args.eval_limit, args.budget_fraction)
+    try:
+        selections = [s.strip() for s in args.selections.split(",") if s.strip()] if args.selections else None
+        summary = run_demo(args.max_steps, args.eval_limit, args.budget_fraction, selections=selections)
+    except KeyError as err:
+        print(f"instsel demo: {err.args[0]}", file=sys.stderr)
+        return 1
     print(f"[instsel demo] done in {summary['seconds']}s: {len(summary['runs'])} runs, "
           f"{summary['checks_passed']} checks passed, {len(summary['checks_failed'])} failed")
     for name in summary["checks_failed"]:
@@ -216,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=15, help="fine-tuning steps per checkpoint (default 15)")
     p.add_argument("--eval-limit", type=int, default=100, help="AlpacaEval prompts for held-out loss (default 100)")
     p.add_argument("--budget-fraction", type=float, default=0.10, help="subset size as a pool fraction (default 0.10)")
+    p.add_argument("--selections", default=None,
+                   help="comma-separated selection partitions to train and evaluate (default: "
+                        "ifd,superfiltering,perplexity,random,longest,kcenter_greedy; the scores the others read "
+                        "are materialised by trainable_llm_scores_job)")
     p.set_defaults(fn=cmd_demo)
     p = sub.add_parser("bench", help="measure scoring throughput on this machine")
     bench = p.add_subparsers(dest="benchmark", required=True)

@@ -13,11 +13,11 @@ def build_definitions() -> dg.Definitions:
     from instsel_assets.defs.pool import pool_assets
     from instsel_assets.defs.raw import raw_assets
     from instsel_assets.defs.resources import default_resources
-    from instsel_assets.defs.scores import ifd_scores
+    from instsel_assets.defs.scores import SCORE_ASSETS
     from instsel_assets.defs.selection import selected_subsets
     from instsel_assets.defs.sql_models import sql_assets
     from instsel_assets.defs.training import finetuned_checkpoints
 
-    assets = [*raw_assets(), *pool_assets(), metric_features, *sql_assets(), ifd_scores, selected_subsets,
+    assets = [*raw_assets(), *pool_assets(), metric_features, *sql_assets(), *SCORE_ASSETS, selected_subsets,
               finetuned_checkpoints, evaluation_reports]
     return dg.Definitions(assets=assets, jobs=JOBS, resources=default_resources())

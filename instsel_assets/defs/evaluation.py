@@ -40,7 +40,9 @@ def pick_evenly(frame: pd.DataFrame, limit: int) -> pd.DataFrame:
     code_version=CODE_VERSION,
     kinds={"duckdb", "pandas", "torch"},
     op_tags=gpu_op_tags(),
-    description="Held-out mean loss of reference answers for the base model and every checkpoint, and the "
+    deps=["finetuned_checkpoints"],
+    description="Held-out mean loss of reference answers for the base model and every checkpoint materialised "
+                "so far (each selection partition's latest), and the "
                 "comparison of every selection method against `random` and the base model; a Markdown "
                 "report with a chart is written to disk and attached here.",
     check_specs=[
@@ -51,10 +53,14 @@ def pick_evenly(frame: pd.DataFrame, limit: int) -> pd.DataFrame:
     ],
 )
 def evaluation_reports(context: dg.AssetExecutionContext, config: EvaluationConfig,
-                       finetuned_checkpoints: dict, language_model: LanguageModelResource):
+                       language_model: LanguageModelResource):
     from instsel_assets.evaluation.heldout import heldout_loss, load_alpaca_eval, summarise_heldout
     from instsel_assets.models.loading import load_causal_lm
     from instsel_assets.training.checkpoint import load_checkpoint
+
+    finetuned_checkpoints = materialised_checkpoints(context.instance)
+    if not finetuned_checkpoints:
+        context.log.warning("no finetuned_checkpoints partition has been materialised: only the base model is evaluated")
 
     path = settings.data_root() / config.test_set
     test = pick_evenly(load_alpaca_eval(path, None), config.limit)
@@ -102,6 +108,25 @@ def evaluation_reports(context: dg.AssetExecutionContext, config: EvaluationConf
     expected = {BASE, *finetuned_checkpoints}
     yield dg.AssetCheckResult(check_name="every_checkpoint_evaluated", passed=set(table["method"]) == expected,
                               metadata={"missing": dg.MetadataValue.json(sorted(expected - set(table["method"])))})
+
+
+def materialised_checkpoints(instance: dg.DagsterInstance) -> dict[str, dict]:
+    """``{method: manifest}`` of the latest materialisation of every finetuned_checkpoints partition that has
+    one and whose directory still holds a checkpoint (partitions never trained are skipped, not errors)."""
+    from instsel_assets.defs.lineage import latest_record, metadata_dict
+    from instsel_assets.selection.plan import selection_names
+    from instsel_assets.training.checkpoint import read_manifest
+
+    found = {}
+    for method in selection_names():
+        meta = metadata_dict(latest_record(instance, "finetuned_checkpoints", method))
+        path = meta.get("checkpoint_dir")
+        if not path:
+            continue
+        manifest = read_manifest(path)
+        found[method] = {"path": str(path), "subset_rows": manifest.get("subset_rows", 0),
+                         "subset_hash": manifest.get("subset_hash") or meta.get("subset_hash") or ""}
+    return found
 
 
 def _loss_fields(summary: dict) -> dict:

@@ -1,6 +1,8 @@
 """Jobs: the chain in three steps, because its assets are partitioned three ways.
 
-1. ``prepare_pool_job`` (unpartitioned): raw datasets -> pool -> features -> SQL models -> scores.
+1. ``prepare_pool_job`` (unpartitioned): raw datasets -> pool -> features -> SQL models -> the demo's LM
+   scores (IFD with its pre-experienced model, Superfiltering, perplexity). ``trainable_llm_scores_job``
+   computes every trainable-LLM score (family 2), the slow ones included.
 2. ``select_and_train_job`` (one run per selection partition): subset -> checkpoint.
 3. ``evaluate_job`` (unpartitioned): every checkpoint -> evaluation report.
 """
@@ -9,10 +11,20 @@ from __future__ import annotations
 
 import dagster as dg
 
+from instsel_assets.defs.scores import DEMO_SCORE_ASSETS
+
 prepare_pool_job = dg.define_asset_job(
     "prepare_pool_job",
-    selection=dg.AssetSelection.groups("raw", "pool", "features", "sql_models", "scores"),
-    description="Read every source, build the pool, compute features, SQL indicators and LM scores.",
+    selection=dg.AssetSelection.groups("raw", "pool", "features", "sql_models")
+    | dg.AssetSelection.assets(*DEMO_SCORE_ASSETS),
+    description="Read every source, build the pool, compute features, SQL indicators and the demo's LM scores "
+                "(IFD with its pre-experienced model, Superfiltering, perplexity).",
+)
+trainable_llm_scores_job = dg.define_asset_job(
+    "trainable_llm_scores_job",
+    selection=dg.AssetSelection.groups("scores"),
+    description="Every trainable-LLM score (docs/METHODS.md family 2) on the current pool: IFD, Superfiltering, "
+                "perplexity, prompt uncertainty, Nuggets, self-curation, DiverseEvol, the TEGIT discriminator.",
 )
 select_and_train_job = dg.define_asset_job(
     "select_and_train_job",
@@ -25,4 +37,4 @@ evaluate_job = dg.define_asset_job(
     description="Held-out loss of the base model and every checkpoint; the comparison report.",
 )
 
-JOBS = [prepare_pool_job, select_and_train_job, evaluate_job]
+JOBS = [prepare_pool_job, trainable_llm_scores_job, select_and_train_job, evaluate_job]

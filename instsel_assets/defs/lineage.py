@@ -45,14 +45,18 @@ def describe(instance: dg.DagsterInstance, record: dg.EventLogRecord) -> dict[st
         if not tag.startswith(INPUT_EVENT_POINTER):
             continue
         up_key = dg.AssetKey.from_user_string(tag[len(INPUT_EVENT_POINTER):])
-        up_record = record_by_storage_id(instance, up_key, int(value)) if value else None
+        try:
+            storage_id = int(value)
+        except (TypeError, ValueError):  # "NULL": a dependency that had never been materialised
+            storage_id = None
+        up_record = record_by_storage_id(instance, up_key, storage_id) if storage_id is not None else None
         up_mat = up_record.asset_materialization if up_record else None
         upstream.append({
             "asset": up_key.to_user_string(),
             "data_version": tags.get(INPUT_DATA_VERSION + up_key.to_user_string()),
             "run_id": up_record.run_id if up_record else None,
             "partition": up_mat.partition if up_mat else None,
-            "storage_id": int(value) if value else None,
+            "storage_id": storage_id,
             "timestamp": up_record.timestamp if up_record else None,
             "code_version": (up_mat.tags or {}).get("dagster/code_version") if up_mat else None,
         })

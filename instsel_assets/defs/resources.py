@@ -127,5 +127,8 @@ def default_resources() -> dict[str, Any]:
         # Artefact manifests (checkpoint and report descriptions) are pickled beside it.
         "artifact_io_manager": dg.FilesystemIOManager(base_dir=artifacts_dir()),
         "language_model": LanguageModelResource(),
+        # Superfiltering's small scorer model (GPT-2 124M in the paper); by default the same packaged SmolLM2,
+        # so its loss passes are shared through the cache with perplexity_scores.
+        "filter_model": LanguageModelResource(),
         "embedding_model": EmbeddingModelResource(),
     }

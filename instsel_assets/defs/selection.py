@@ -1,24 +1,46 @@
-"""selected_subsets: one partition per selection of ``selection/plan.py``, all at the same budget."""
+"""selected_subsets: one partition per selection of ``selection/plan.py``, all at the same budget.
+
+The asset depends on every score asset (so the lineage graph shows which scores can feed a selection) but
+reads only the score tables whose columns its partition's selector declares: selecting ``random`` needs no
+LM score, selecting ``nuggets`` needs ``nuggets_scores`` and nothing else. A needed score table that was
+never materialised is a clear error naming the asset to materialise first.
+"""
 
 import dagster as dg
-from pydantic import Field
+import duckdb
 import pandas as pd
+from pydantic import Field
 
 from instsel_assets.defs._common import code_version_of, subset_hash, suite_check
 from instsel_assets.defs.lineage import latest_record, metadata_dict
-from instsel_assets.selection.plan import DEFAULT_BUDGET_FRACTION, get_selection, selection_names
+from instsel_assets.selection.plan import DEFAULT_BUDGET_FRACTION, SELECTIONS, get_selection, selection_names
 
 selection_partitions = dg.StaticPartitionsDefinition(selection_names())
 
 CODE_VERSION = code_version_of(
     "instsel_assets.selection.plan", "instsel_assets.selection.ifd_top_fraction",
     "instsel_assets.selection.random_subset", "instsel_assets.selection.longest",
-    "instsel_assets.selection.kcenter_greedy")
+    "instsel_assets.selection.kcenter_greedy", "instsel_assets.selection.superfiltering_top",
+    "instsel_assets.selection.facility_location", "instsel_assets.selection.perplexity_lowest",
+    "instsel_assets.selection.prompt_uncertainty_top", "instsel_assets.selection.nuggets_top",
+    "instsel_assets.selection.self_curation_threshold", "instsel_assets.selection.diverseevol_rank",
+    "instsel_assets.selection.tegit_accept")
 
-
-# Which asset computes each column a selector may read (see candidate_table).
-COLUMN_ASSETS = {"ifd": "ifd_scores", "embedding": "metric_features", "language": "metric_features",
-                 "output_chars": "length_indicators", "total_tokens": "length_indicators"}
+# Which asset computes each column a selector may read. The pool's own tables (metric_features,
+# length_indicators) are always loaded; the score assets only when their columns are read.
+COLUMN_ASSETS = {
+    "embedding": "metric_features", "language": "metric_features",
+    "output_chars": "length_indicators", "total_tokens": "length_indicators",
+    "ifd": "ifd_scores",
+    "superfiltering_ifd": "superfiltering_scores",
+    "response_ppl": "perplexity_scores",
+    "prompt_uncertainty": "prompt_uncertainty_scores", "task_prompt_uncertainty": "prompt_uncertainty_scores",
+    "golden_score": "nuggets_scores", "mean_loss_delta": "nuggets_scores",
+    "self_curation_score": "self_curation_scores",
+    "diverseevol_rank": "diverseevol_ranks",
+    "tegit_good_prob": "tegit_scores",
+}
+SCORE_ASSETS = tuple(sorted({a for a in COLUMN_ASSETS.values() if a not in ("metric_features", "length_indicators")}))
 
 
 class SelectionConfig(dg.Config):
@@ -30,12 +52,33 @@ class SelectionConfig(dg.Config):
         description="Seed of the random selector and of k-center's first center.")
 
 
+def read_score_table(asset: str, column: str, method: str) -> pd.DataFrame:
+    """The latest materialisation of a score asset, read from the DuckDB file the IO manager writes."""
+    from instsel_assets.defs.resources import duckdb_path
+
+    path = duckdb_path()
+    con = duckdb.connect(path)
+    try:
+        exists = con.execute("select count(*) from information_schema.tables where table_schema = 'public' "
+                             "and table_name = ?", [asset]).fetchone()[0]
+        if not exists:
+            raise LookupError(f"selection {method!r} reads column {column!r} from asset {asset}, which has not been "
+                              f"materialised (no table public.{asset} in {path}): materialise {asset} first")
+        return con.execute(f'select * from public."{asset}"').df()
+    finally:
+        con.close()
+
+
 def candidate_table(pool: pd.DataFrame, features: pd.DataFrame, lengths: pd.DataFrame,
-                    scores: pd.DataFrame) -> pd.DataFrame:
-    """One row per pool row with every column a selector may read."""
+                    scores: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
+    """One row per pool row with every column the selector may read: the pool's features and lengths, plus
+    the named columns of each score table given (``{asset: DataFrame}``)."""
     table = pool[["id", "source"]].merge(features[["id", "embedding", "language"]], on="id", how="left")
     table = table.merge(lengths[["id", "output_chars", "total_tokens"]], on="id", how="left")
-    return table.merge(scores[["id", "ifd"]], on="id", how="left")
+    for asset, frame in (scores or {}).items():
+        columns = [c for c, a in COLUMN_ASSETS.items() if a == asset and c in frame.columns]
+        table = table.merge(frame[["id", *columns]], on="id", how="left")
+    return table
 
 
 @dg.asset(
@@ -44,11 +87,14 @@ def candidate_table(pool: pd.DataFrame, features: pd.DataFrame, lengths: pd.Data
     code_version=CODE_VERSION,
     kinds={"duckdb", "pandas"},
     metadata={"partition_expr": "method"},
-    description="The subset each selection method picks from the pool, at the same budget. "
-                "Selectors only read score columns (scorers compute them).",
+    deps=list(SCORE_ASSETS),
+    description="The subset each selection method picks from the pool, at the same budget. Selectors only "
+                "read score columns (scorers compute them); each partition reads only the score tables its "
+                "selector needs. Partitions: " + ", ".join(f"{s.name} ({s.description})" for s in SELECTIONS),
     check_specs=[
         dg.AssetCheckSpec("size_equals_budget", asset="selected_subsets", blocking=True,
-                          description="The subset has exactly `budget` rows."),
+                          description="The subset has exactly `budget` rows (threshold selectors may keep fewer "
+                                      "when fewer rows pass their threshold: the check then fails and says so)."),
         dg.AssetCheckSpec("ids_in_pool", asset="selected_subsets", blocking=True,
                           description="Every selected id is a pool row."),
         dg.AssetCheckSpec("great_expectations_suite", asset="selected_subsets",
@@ -57,7 +103,7 @@ def candidate_table(pool: pd.DataFrame, features: pd.DataFrame, lengths: pd.Data
 )
 def selected_subsets(context: dg.AssetExecutionContext, config: SelectionConfig,
                      instruction_pool: pd.DataFrame, metric_features: pd.DataFrame,
-                     length_indicators: pd.DataFrame, ifd_scores: pd.DataFrame):
+                     length_indicators: pd.DataFrame):
     from instsel_assets.registry import get_selector
     from instsel_assets.selection.ifd_top_fraction import top_fraction_budget
 
@@ -65,8 +111,15 @@ def selected_subsets(context: dg.AssetExecutionContext, config: SelectionConfig,
     spec = get_selection(method)
     selector = get_selector(spec.selector)
     budget = top_fraction_budget(len(instruction_pool), config.budget_fraction)
-    candidates = candidate_table(instruction_pool, metric_features, length_indicators, ifd_scores)
-    context.log.info(f"{method}: selector {spec.selector} picks {budget} of {len(candidates)} rows")
+    needed: dict[str, str] = {}  # score asset -> first column read from it
+    for column in selector.columns:
+        asset = COLUMN_ASSETS.get(column)
+        if asset in SCORE_ASSETS:
+            needed.setdefault(asset, column)
+    scores = {asset: read_score_table(asset, column, method) for asset, column in needed.items()}
+    candidates = candidate_table(instruction_pool, metric_features, length_indicators, scores)
+    context.log.info(f"{method}: selector {spec.selector} picks {budget} of {len(candidates)} rows"
+                     + (f", reading {', '.join(sorted(scores))}" if scores else ""))
     ids = selector.fn(candidates, budget, seed=config.seed, **spec.params)
     subset = pd.DataFrame({"method": method, "selection_rank": range(len(ids)), "id": ids})
     subset = subset.merge(instruction_pool[["id", "source"]], on="id", how="left")
@@ -74,12 +127,16 @@ def selected_subsets(context: dg.AssetExecutionContext, config: SelectionConfig,
 
     # The settings of the scorers whose columns this selector read, from the materialisations read.
     scorer_settings = {}
+    score_runs = {}
     for column in selector.columns:
         asset = COLUMN_ASSETS.get(column)
         if asset:
-            meta = metadata_dict(latest_record(context.instance, asset))
+            record = latest_record(context.instance, asset)
+            meta = metadata_dict(record)
             scorer_settings[column] = {"asset": asset, **{k: meta[k] for k in ("scorer", "scorer_settings",
                                                                                "embedding_model") if k in meta}}
+            if record is not None:
+                score_runs[asset] = {"run_id": record.run_id, "storage_id": record.storage_id}
     digest = subset_hash(subset["id"])
     yield dg.Output(subset, metadata={
         "dagster/row_count": len(subset),
@@ -87,6 +144,7 @@ def selected_subsets(context: dg.AssetExecutionContext, config: SelectionConfig,
         "budget": budget, "budget_fraction": config.budget_fraction, "seed": config.seed,
         "pool_rows": len(instruction_pool), "subset_hash": digest,
         "columns_read": dg.MetadataValue.json(list(selector.columns)),
+        "score_assets_read": dg.MetadataValue.json(score_runs),
         "scorer_settings": dg.MetadataValue.json(scorer_settings),
         "sources": dg.MetadataValue.json(subset["source"].value_counts().to_dict()),
     })

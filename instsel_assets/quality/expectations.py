@@ -48,6 +48,40 @@ SUITES: dict[str, list[Expectation]] = {
         ("ExpectColumnValuesToBeBetween", {"column": "loss_answer", "min_value": 0.0}),
         ("ExpectColumnValuesToBeBetween", {"column": "loss_answer_given_instruction", "min_value": 0.0}),
     ],
+    "superfiltering_scores": [
+        ("ExpectColumnValuesToBeUnique", {"column": "id"}),
+        ("ExpectColumnValuesToBeBetween", {"column": "superfiltering_ifd", "min_value": 0.0, "strict_min": True}),
+        ("ExpectColumnValuesToBeBetween", {"column": "superfiltering_loss_answer", "min_value": 0.0}),
+    ],
+    "perplexity_scores": [
+        ("ExpectColumnValuesToBeUnique", {"column": "id"}),
+        ("ExpectColumnValuesToBeBetween", {"column": "response_ppl", "min_value": 1.0}),
+        ("ExpectColumnValuesToBeBetween", {"column": "response_loss", "min_value": 0.0}),
+    ],
+    "prompt_uncertainty_scores": [
+        ("ExpectColumnValuesToBeUnique", {"column": "id"}),
+        ("ExpectColumnValuesToBeBetween", {"column": "prompt_uncertainty", "min_value": 0.0, "max_value": 1.0}),
+        ("ExpectColumnValuesToBeBetween", {"column": "answer_likelihood", "min_value": 0.0, "max_value": 1.0}),
+    ],
+    "nuggets_scores": [
+        ("ExpectColumnValuesToBeUnique", {"column": "id"}),
+        ("ExpectColumnValuesToBeBetween", {"column": "golden_score", "min_value": 0.0, "max_value": 1.0}),
+        ("ExpectColumnValuesToBeBetween", {"column": "n_anchors_used", "min_value": 0}),
+    ],
+    "self_curation_scores": [
+        ("ExpectColumnValuesToBeUnique", {"column": "id"}),
+        ("ExpectColumnValuesToBeBetween", {"column": "self_curation_score", "min_value": 1.0, "max_value": 5.0}),
+        ("ExpectColumnValuesToBeBetween", {"column": "digit_mass", "min_value": 0.0, "max_value": 1.0}),
+    ],
+    "diverseevol_ranks": [
+        ("ExpectColumnValuesToBeUnique", {"column": "id"}),
+        ("ExpectColumnValuesToBeBetween", {"column": "diverseevol_rank", "min_value": -1}),
+        ("ExpectColumnValuesToBeBetween", {"column": "diverseevol_round", "min_value": -1}),
+    ],
+    "tegit_scores": [
+        ("ExpectColumnValuesToBeUnique", {"column": "id"}),
+        ("ExpectColumnValuesToBeBetween", {"column": "tegit_good_prob", "min_value": 0.0, "max_value": 1.0}),
+    ],
     "selected_subsets": [
         ("ExpectColumnValuesToNotBeNull", {"column": "id"}),
         ("ExpectColumnValuesToBeUnique", {"column": "id"}),

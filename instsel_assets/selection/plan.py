@@ -22,12 +22,28 @@ class SelectionSpec:
 
 
 SELECTIONS: tuple[SelectionSpec, ...] = (
-    SelectionSpec("ifd", "ifd", {}, "Cherry LLM: drop IFD >= 1, keep the highest IFD."),
+    SelectionSpec("ifd", "ifd", {}, "Cherry LLM: IFD under the pre-experienced model; drop IFD >= 1, keep the highest."),
+    SelectionSpec("superfiltering", "superfiltering", {},
+                  "Superfiltering: IFD (perplexity ratio) from the small filter model; drop >= 1, keep the highest."),
+    SelectionSpec("perplexity", "perplexity", {},
+                  "Lowest response perplexity under the reference LM (the InstructMining indicator alone)."),
+    SelectionSpec("prompt_uncertainty", "prompt_uncertainty", {},
+                  "Active Instruction Tuning: the rows whose answer likelihood moves most under perturbed prompts."),
+    SelectionSpec("nuggets", "nuggets", {}, "Nuggets: the highest golden score (best one-shot demonstrations)."),
+    SelectionSpec("self_curation", "self_curation", {},
+                  "Instruction Backtranslation self-curation: expected self-rating >= 4.5, highest first."),
+    SelectionSpec("diverseevol", "diverseevol", {},
+                  "DiverseEvol: rows in the order the iterative k-center growth added them."),
+    SelectionSpec("tegit", "tegit", {}, "TEGIT: rows the task discriminator accepts (P(good) >= 0.5), most confident first."),
     SelectionSpec("random", "random", {}, "Uniform random subset (seeded): the baseline every method must beat."),
     SelectionSpec("longest", "longest", {}, "Longest responses (characters): the length baseline."),
     SelectionSpec("kcenter_greedy", "kcenter_greedy", {},
                   "Farthest-first traversal on the MiniLM instruction embeddings (coreset)."),
 )
+
+# The selections `instsel demo` trains and evaluates on the bundled sample: the scores they read take
+# about 10 minutes on 2 CPU cores together. The others are materialised on demand (README, "Methods").
+DEMO_SELECTIONS: tuple[str, ...] = ("ifd", "superfiltering", "perplexity", "random", "longest", "kcenter_greedy")
 
 
 def selection_names() -> list[str]:

@@ -1,7 +1,9 @@
 """The whole chain on ~40 real rows with the packaged models: every asset and check, then lineage.
 
-This is `instsel demo` at a small size: raw datasets -> pool -> features -> SQL models -> IFD ->
-four selections -> four LoRA checkpoints (2 steps each) -> evaluation report.
+This is `instsel demo` at a small size: raw datasets -> pool -> features -> SQL models -> the demo's LM
+scores (pre-experienced model + IFD, Superfiltering, perplexity) -> three selections -> three LoRA
+checkpoints (2 steps each) -> evaluation report; then the lineage, and the loss cache shared between
+Superfiltering and perplexity (same model, same conditioned pairs).
 """
 
 import json
@@ -15,6 +17,9 @@ import yaml
 from instsel_assets import settings
 
 ROWS_PER_SOURCE = 14
+# A subset of the demo's selections keeps this test short: IFD (pre-experienced model), Superfiltering
+# (the filter model) and the random baseline; the others differ only in the selector, unit-tested.
+SELECTIONS = ["ifd", "superfiltering", "random"]
 
 
 def small_data_root(tmp: Path) -> Path:
@@ -47,14 +52,14 @@ def test_whole_chain_and_lineage(tmp_path, monkeypatch, capsys):
 
     from instsel_assets.cli import main, run_demo
 
-    summary = run_demo(max_steps=2, eval_limit=8, budget_fraction=0.1, log_level="WARNING")
+    summary = run_demo(max_steps=2, eval_limit=8, budget_fraction=0.1, log_level="WARNING", selections=SELECTIONS)
     assert summary["checks_failed"] == []
     assert summary["checks_passed"] >= 30
-    assert len(summary["runs"]) == 1 + 4 + 1
+    assert len(summary["runs"]) == 1 + len(SELECTIONS) + 1
 
     report = Path(summary["report"])
     text = report.read_text()
-    for method in ("base", "ifd", "random", "longest", "kcenter_greedy"):
+    for method in ("base", *SELECTIONS):
         assert f"| {method}" in text
     assert (report.parent / "evaluation_report.png").stat().st_size > 1000
 
@@ -66,7 +71,7 @@ def test_whole_chain_and_lineage(tmp_path, monkeypatch, capsys):
     assert read == 3 * ROWS_PER_SOURCE and kept + rejected == read
     subsets = dict(con.execute("select method, count(*) from public.selected_subsets group by 1").fetchall())
     budget = max(1, round(kept * 0.1))
-    assert subsets == {m: budget for m in ("ifd", "random", "longest", "kcenter_greedy")}
+    assert subsets == {m: budget for m in SELECTIONS}
     ifd_ids = {r[0] for r in con.execute(
         "select s.id from public.selected_subsets s join public.ifd_scores i using (id) "
         "where s.method = 'ifd' and i.ifd < 1").fetchall()}
@@ -85,6 +90,22 @@ def test_whole_chain_and_lineage(tmp_path, monkeypatch, capsys):
                     if node["asset"].startswith("raw_datasets/")}
     assert len(raw_versions) == 3 and len(set(raw_versions.values())) == 3  # content, not code, versions
     upstream_assets = {node["asset"] for node in lineage["upstream_chain"]}
-    assert {"selected_subsets", "instruction_pool", "ifd_scores", "metric_features",
+    assert {"selected_subsets", "instruction_pool", "ifd_scores", "ifd_pre_experienced_model", "metric_features",
             "raw_datasets/alpaca"} <= upstream_assets
+    # Only the scores the ifd selector read are in its lineage, not every score asset it depends on.
+    assert not upstream_assets & {"superfiltering_scores", "nuggets_scores", "tegit_scores"}
     assert lineage["evaluation_report"]["metadata"]["report_path"].endswith("evaluation_report.md")
+
+
+    # Perplexity and Superfiltering use the same model and share the conditioned passes s(A|Q): whichever
+    # ran second read them from the loss cache, so they were computed once.
+    import dagster as dg
+
+    from instsel_assets.defs.lineage import latest_record, metadata_dict
+
+    instance = dg.DagsterInstance.get()
+    ppl = metadata_dict(latest_record(instance, "perplexity_scores"))["loss_cache"]
+    sf = metadata_dict(latest_record(instance, "superfiltering_scores"))["loss_cache"]
+    n = ppl["hits"] + ppl["misses"]  # conditioned pairs of the scorable rows
+    assert n >= kept - 2
+    assert ppl["hits"] + sf["hits"] == n and ppl["misses"] + sf["misses"] == 2 * n

@@ -48,6 +48,11 @@ def test_every_asset_has_a_check_and_a_code_version():
     assert all(a["has_code_version"] for a in current["assets"].values())
 
 
+GPU_ASSETS = {"ifd_pre_experienced_model", "ifd_scores", "superfiltering_scores", "perplexity_scores",
+              "prompt_uncertainty_scores", "nuggets_scores", "self_curation_scores", "diverseevol_ranks",
+              "tegit_discriminator", "tegit_scores", "finetuned_checkpoints", "evaluation_reports"}
+
+
 def test_gpu_steps_request_a_gpu_and_cpu_steps_do_not():
     from definitions import defs
 
@@ -55,7 +60,7 @@ def test_gpu_steps_request_a_gpu_and_cpu_steps_do_not():
     for key in graph.get_all_asset_keys():
         tags = graph.assets_def_for_key(key).op.tags or {}
         k8s = tags.get("dagster-k8s/config")
-        if key.to_user_string() in {"ifd_scores", "finetuned_checkpoints", "evaluation_reports"}:
+        if key.to_user_string() in GPU_ASSETS:
             k8s = json.loads(k8s) if isinstance(k8s, str) else k8s
             assert k8s["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
         else:
@@ -65,6 +70,24 @@ def test_gpu_steps_request_a_gpu_and_cpu_steps_do_not():
 def test_jobs_resolve():
     from definitions import defs
 
-    for name in ("prepare_pool_job", "select_and_train_job", "evaluate_job"):
+    for name in ("prepare_pool_job", "trainable_llm_scores_job", "select_and_train_job", "evaluate_job"):
         assert isinstance(defs.resolve_job_def(name), dg.JobDefinition)
     assert defs.resolve_job_def("select_and_train_job").partitions_def is not None
+
+
+def test_every_trainable_llm_scorer_has_an_asset_and_every_selection_a_partition():
+    """docs/METHODS.md family 2: each method is a registered scorer with an asset, and a selection partition."""
+    from definitions import defs
+    from instsel_assets import registry
+    from instsel_assets.defs.selection import COLUMN_ASSETS
+    from instsel_assets.selection.plan import selection_names
+
+    registry.load_all()
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    for name in ("ifd", "superfiltering", "perplexity", "prompt_uncertainty", "nuggets", "self_curation",
+                 "diverseevol", "tegit"):
+        assert name in selection_names()
+        selector = registry.get_selector(name)
+        score_assets = {COLUMN_ASSETS[c] for c in selector.columns if c in COLUMN_ASSETS}
+        assert score_assets and score_assets <= keys, name
+    assert "ifd_pre_experienced_model" in keys and "tegit_discriminator" in keys
