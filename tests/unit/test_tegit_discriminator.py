@@ -441,7 +441,7 @@ def test_smollm2_short_training_on_llmbar(smollm2, tmp_path):
     labelled = labelled_pairs_from_llmbar(LLMBAR)
     labelled = labelled[labelled["group"] < 6].reset_index(drop=True)
     # train_discriminator takes ownership of its model: the shared fixture gets a private copy.
-    config = DiscriminatorConfig(max_steps=2, batch_size=4, max_length=192)
+    config = DiscriminatorConfig(max_steps=2, batch_size=4, max_length=128)
     result = train_discriminator(copy.deepcopy(model), tok, labelled, out_dir=tmp_path / "d", config=config,
                                  base_model_id="packaged:smollm2-135m-instruct")
     assert result.n_train == 10 and result.n_validation == 2  # one held-out pair
@@ -451,7 +451,7 @@ def test_smollm2_short_training_on_llmbar(smollm2, tmp_path):
     # LoRA on the attention projections + a 576 -> 1 head: well under 1% of the 135M parameters
     assert 0 < result.trainable_params < 0.01 * sum(p.numel() for p in model.parameters())
     out = discriminator_scores(scoring_pool(labelled.iloc[:4]), result.discriminator, tok, batch_size=4,
-                               max_length=192)
+                               max_length=128)
     probs = out["tegit_good_prob"].to_numpy()
     assert ((probs > 0) & (probs < 1)).all()
     assert out.attrs["n_unscorable"] == 0 and out.attrs["n_truncated"] >= 1  # LLMBar inputs are long
