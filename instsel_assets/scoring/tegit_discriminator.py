@@ -58,7 +58,6 @@ import os
 import shutil
 import tempfile
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -72,6 +71,7 @@ import torch
 from instsel_assets.models import chat
 from instsel_assets.registry import register_scorer
 from instsel_assets.scoring.loss_engine import fit_to_length
+from instsel_assets.training.checkpoint import replace_directory
 from instsel_assets.training.sft import autocast_dtype_for, batch_indices, count_trainable, linear_warmup_decay
 
 log = logging.getLogger(__name__)
@@ -680,13 +680,7 @@ def _save(discriminator: Discriminator, tokenizer, out_dir: Path, manifest: dict
         manifest = _jsonable(manifest)
         manifest["files"] = sorted(p.name for p in tmp.iterdir()) + [MANIFEST_NAME]
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
-        old = None
-        if out_dir.exists():
-            old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_directory(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -95,17 +95,23 @@ def save_checkpoint(peft_model, tokenizer, out_dir: str | os.PathLike, manifest:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        old = None
-        if out_dir.exists():
-            old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_directory(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def replace_directory(tmp: Path, out_dir: Path) -> None:
+    """Swap a fully written sibling directory ``tmp`` into ``out_dir`` (the old one, if any, is renamed aside
+    first and removed after), so a reader never sees a half-written checkpoint."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_manifest(out_dir: str | os.PathLike) -> dict[str, Any]:
