@@ -30,6 +30,8 @@ class MethodInfo:
     summary: str
     columns: tuple[str, ...] = field(default=())  # scorer: columns written; selector: columns read
     fn: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
+    # Selectors only: False for a threshold rule that keeps fewer than `budget` rows when fewer qualify.
+    fills_budget: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -40,6 +42,7 @@ class MethodInfo:
             "paper": self.paper,
             "summary": self.summary,
             "columns": list(self.columns),
+            **({"fills_budget": self.fills_budget} if self.kind == "selector" else {}),
         }
 
 
@@ -48,14 +51,14 @@ SELECTORS: dict[str, MethodInfo] = {}
 
 
 def _register(table: dict[str, MethodInfo], kind: str, name: str, family: str, paper: str,
-              summary: str, columns: tuple[str, ...]) -> Callable:
+              summary: str, columns: tuple[str, ...], fills_budget: bool = True) -> Callable:
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r} for {kind} {name!r}; expected one of {sorted(FAMILIES)}")
 
     def decorate(fn: Callable) -> Callable:
         if name in table and table[name].fn is not fn:
             raise ValueError(f"{kind} {name!r} is registered twice")
-        table[name] = MethodInfo(name, kind, family, paper, summary, tuple(columns), fn)
+        table[name] = MethodInfo(name, kind, family, paper, summary, tuple(columns), fn, fills_budget)
         return fn
 
     return decorate
@@ -66,10 +69,15 @@ def register_scorer(name: str, *, family: str, paper: str, summary: str, writes:
     return _register(SCORERS, "scorer", name, family, paper, summary, writes)
 
 
-def register_selector(name: str, *, family: str, paper: str, summary: str, reads: tuple[str, ...] = ()):
+def register_selector(name: str, *, family: str, paper: str, summary: str, reads: tuple[str, ...] = (),
+                      fills_budget: bool = True):
     """Register a selector: ``fn(candidates: DataFrame, budget: int, *, seed: int, **params) -> list[str]``
-    returning the selected ids in selection order."""
-    return _register(SELECTORS, "selector", name, family, paper, summary, reads)
+    returning the selected ids in selection order.
+
+    ``fills_budget=False`` declares a threshold rule: it returns fewer than ``budget`` ids when fewer rows
+    pass its threshold, and the selection's size check then accepts 1..budget rows instead of exactly budget.
+    """
+    return _register(SELECTORS, "selector", name, family, paper, summary, reads, fills_budget)
 
 
 _METHOD_PACKAGES = ("instsel_assets.features", "instsel_assets.scoring", "instsel_assets.selection")

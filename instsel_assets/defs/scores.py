@@ -38,6 +38,14 @@ def _score_checks(asset: str, main_column: str) -> list[dg.AssetCheckSpec]:
     ]
 
 
+def score_table_asset(name: str, main_column: str, modules: tuple[str, ...], description: str):
+    """The decorator of a score-table asset: stage group, code version of the scorer's modules, GPU op tags
+    for the Kubernetes executor, and the three checks of ``score_checks`` on ``main_column``."""
+    return dg.asset(name=name, group_name="scores", code_version=_code_version(*modules),
+                    kinds={"duckdb", "pandas", "torch"}, op_tags=gpu_op_tags(), description=description,
+                    check_specs=_score_checks(name, main_column))
+
+
 def _attrs_metadata(scores: pd.DataFrame) -> dict[str, Any]:
     out = {}
     for key, value in scores.attrs.items():
@@ -82,10 +90,11 @@ def run_scorer(context: dg.AssetExecutionContext, scorer_name: str, pool: pd.Dat
         "batch_size": lm.batch_size, "max_length": lm.max_length}
     cache = kwargs.get("cache")
     params = dict(params or {})
-    context.log.info(f"{scorer_name}: {len(pool)} rows with {lm.model} "
-                     f"({next(model.parameters()).dtype}, batch {lm.batch_size}, workers {lm.workers}) {params}")
+    kwargs.update(params)  # an asset's own setting (e.g. the length a model was trained at) wins over the resource's
+    context.log.info(f"{scorer_name}: {len(pool)} rows with {lm.model} ({next(model.parameters()).dtype}, "
+                     f"batch {kwargs['batch_size']}, max_length {kwargs['max_length']}, workers {lm.workers}) {params}")
     t0 = time.monotonic()
-    scores = scorer.fn(pool, model, tokenizer, progress=ProgressLogger(context.log, what), **kwargs, **params)
+    scores = scorer.fn(pool, model, tokenizer, progress=ProgressLogger(context.log, what), **kwargs)
     seconds = time.monotonic() - t0
     meta: dict[str, Any] = {
         "dagster/row_count": len(scores),
@@ -217,15 +226,12 @@ def ifd_pre_experienced_model(context: dg.AssetExecutionContext, config: PreExpe
                               passed=bool(len(losses) and np.isfinite(losses).all()))
 
 
-@dg.asset(
-    group_name="scores",
-    code_version=_code_version("instsel_assets.scoring.ifd"),
-    kinds={"duckdb", "pandas", "torch"},
-    op_tags=gpu_op_tags(),
+@score_table_asset(
+    "ifd_scores", "ifd",
+    ("instsel_assets.scoring.ifd",),
     description="IFD (Cherry LLM): s(A|Q) / s(A) under the pre-experienced model, the mean answer-token loss "
                 "with the instruction as prefix over the loss without it (loss ratio; the perplexity ratio "
                 "beside it). Batched through the shared loss engine, with the model's chat template.",
-    check_specs=_score_checks("ifd_scores", "ifd"),
 )
 def ifd_scores(context: dg.AssetExecutionContext, instruction_pool: pd.DataFrame,
                ifd_pre_experienced_model: dict, language_model: LanguageModelResource):
@@ -243,15 +249,12 @@ def ifd_scores(context: dg.AssetExecutionContext, instruction_pool: pd.DataFrame
     yield from score_checks("ifd_scores", scores, instruction_pool, "ifd")
 
 
-@dg.asset(
-    group_name="scores",
-    code_version=_code_version("instsel_assets.scoring.superfiltering", "instsel_assets.scoring.ifd"),
-    kinds={"duckdb", "pandas", "torch"},
-    op_tags=gpu_op_tags(),
+@score_table_asset(
+    "superfiltering_scores", "superfiltering_ifd",
+    ("instsel_assets.scoring.superfiltering", "instsel_assets.scoring.ifd"),
     description="Superfiltering: IFD as a perplexity ratio under a small scorer model (the `filter_model` "
                 "resource; GPT-2 124M in the paper, the packaged SmolLM2-135M here), with no pre-experience "
                 "step: weak-to-strong filtering.",
-    check_specs=_score_checks("superfiltering_scores", "superfiltering_ifd"),
 )
 def superfiltering_scores(context: dg.AssetExecutionContext, instruction_pool: pd.DataFrame,
                           filter_model: LanguageModelResource):
@@ -264,15 +267,12 @@ def superfiltering_scores(context: dg.AssetExecutionContext, instruction_pool: p
     yield from score_checks("superfiltering_scores", scores, instruction_pool, "superfiltering_ifd")
 
 
-@dg.asset(
-    group_name="scores",
-    code_version=_code_version("instsel_assets.scoring.perplexity", "instsel_assets.scoring.ifd"),
-    kinds={"duckdb", "pandas", "torch"},
-    op_tags=gpu_op_tags(),
+@score_table_asset(
+    "perplexity_scores", "response_ppl",
+    ("instsel_assets.scoring.perplexity", "instsel_assets.scoring.ifd"),
     description="Response perplexity under the reference LM (the InstructMining indicator): exp of the mean "
                 "answer-token loss given the instruction. Shares IFD's conditioned pass through the loss cache "
                 "when the models are the same.",
-    check_specs=_score_checks("perplexity_scores", "response_ppl"),
 )
 def perplexity_scores(context: dg.AssetExecutionContext, instruction_pool: pd.DataFrame,
                       language_model: LanguageModelResource):
@@ -295,14 +295,11 @@ class PromptUncertaintyConfig(dg.Config):
                                          "empty value are their own task.")
 
 
-@dg.asset(
-    group_name="scores",
-    code_version=_code_version("instsel_assets.scoring.prompt_uncertainty", "instsel_assets.scoring.ifd"),
-    kinds={"duckdb", "pandas", "torch"},
-    op_tags=gpu_op_tags(),
+@score_table_asset(
+    "prompt_uncertainty_scores", "prompt_uncertainty",
+    ("instsel_assets.scoring.prompt_uncertainty", "instsel_assets.scoring.ifd"),
     description="Prompt uncertainty (Active Instruction Tuning): mean absolute change of the answer's per-token "
                 "likelihood over k instructions perturbed by random word dropping; also averaged per task.",
-    check_specs=_score_checks("prompt_uncertainty_scores", "prompt_uncertainty"),
 )
 def prompt_uncertainty_scores(context: dg.AssetExecutionContext, config: PromptUncertaintyConfig,
                               instruction_pool: pd.DataFrame, language_model: LanguageModelResource):
@@ -349,15 +346,12 @@ def _alpaca_eval_anchors() -> pd.DataFrame:
                                            for q, a in zip(rows["instruction"], rows["reference"])]})
 
 
-@dg.asset(
-    group_name="scores",
-    code_version=_code_version("instsel_assets.scoring.nuggets"),
-    kinds={"duckdb", "pandas", "torch"},
-    op_tags=gpu_op_tags(),
+@score_table_asset(
+    "nuggets_scores", "golden_score",
+    ("instsel_assets.scoring.nuggets",),
     description="Nuggets golden score: the share of anchor tasks whose answer loss drops when the row is given "
                 "as a one-shot demonstration, against zero-shot. Every (candidate, anchor) pass in one batched "
                 "engine call.",
-    check_specs=_score_checks("nuggets_scores", "golden_score"),
 )
 def nuggets_scores(context: dg.AssetExecutionContext, config: NuggetsConfig, instruction_pool: pd.DataFrame,
                    language_model: LanguageModelResource):
@@ -390,16 +384,13 @@ class SelfCurationConfig(dg.Config):
         default=0.5, description="Rows whose probability on the digits 1-5 is below this are counted and logged.")
 
 
-@dg.asset(
-    group_name="scores",
-    code_version=_code_version("instsel_assets.scoring.self_curation", "instsel_assets.scoring.next_token",
-                               "instsel_assets.training.sft"),
-    kinds={"duckdb", "pandas", "torch"},
-    op_tags=gpu_op_tags(),
+@score_table_asset(
+    "self_curation_scores", "self_curation_score",
+    ("instsel_assets.scoring.self_curation", "instsel_assets.scoring.next_token",
+     "instsel_assets.training.sft"),
     description="Self-curation (Instruction Backtranslation): the model rates each (instruction, answer) pair "
                 "1-5 with the paper's prompt; the score is the expected rating from the digit-token "
                 "probabilities after 'Score: '.",
-    check_specs=_score_checks("self_curation_scores", "self_curation_score"),
 )
 def self_curation_scores(context: dg.AssetExecutionContext, config: SelfCurationConfig,
                          instruction_pool: pd.DataFrame, language_model: LanguageModelResource):
@@ -602,14 +593,11 @@ def tegit_discriminator(context: dg.AssetExecutionContext, config: TegitDiscrimi
                               metadata={"validation_accuracy": acc, "majority_accuracy": majority})
 
 
-@dg.asset(
-    group_name="scores",
-    code_version=_code_version("instsel_assets.scoring.tegit_discriminator"),
-    kinds={"duckdb", "pandas", "torch"},
-    op_tags=gpu_op_tags(),
+@score_table_asset(
+    "tegit_scores", "tegit_good_prob",
+    ("instsel_assets.scoring.tegit_discriminator",),
     description="TEGIT discriminator scores: the probability that the trained task discriminator accepts each "
                 "pool row's first (instruction, response) turn as a good task.",
-    check_specs=_score_checks("tegit_scores", "tegit_good_prob"),
 )
 def tegit_scores(context: dg.AssetExecutionContext, instruction_pool: pd.DataFrame, tegit_discriminator: dict,
                  language_model: LanguageModelResource):
@@ -618,8 +606,10 @@ def tegit_scores(context: dg.AssetExecutionContext, instruction_pool: pd.DataFra
 
     disc, tokenizer = load_discriminator(tegit_discriminator["path"],
                                          lambda mid: load_causal_lm(mid, dtype="float32", device=language_model.device))
+    # Score at the length the discriminator was trained at: a longer window would show it inputs it never saw.
+    trained_length = int(disc.manifest.get("config", {}).get("max_length", language_model.max_length))
     scores, meta = run_scorer(context, "tegit_discriminator", instruction_pool, disc, tokenizer, language_model,
-                              what="discriminator rows", engine=False)
+                              what="discriminator rows", engine=False, params={"max_length": trained_length})
     probs = scores["tegit_good_prob"].to_numpy(dtype=float)
     yield dg.Output(scores, metadata={**meta, "discriminator": dg.MetadataValue.path(tegit_discriminator["path"]),
                                       "rows_accepted": int((probs >= 0.5).sum()),

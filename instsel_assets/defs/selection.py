@@ -6,6 +6,9 @@ LM score, selecting ``nuggets`` needs ``nuggets_scores`` and nothing else. A nee
 never materialised is a clear error naming the asset to materialise first.
 """
 
+import inspect
+from typing import Any
+
 import dagster as dg
 import duckdb
 import pandas as pd
@@ -50,6 +53,18 @@ class SelectionConfig(dg.Config):
     seed: int = Field(
         default=0,
         description="Seed of the random selector and of k-center's first center.")
+    selector_params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword arguments for this partition's selector, over the plan's own (e.g. "
+                    "{\"threshold\": 3.5} for self_curation, whose paper threshold 4.5 suits large models; "
+                    "{\"diversity\": true} for superfiltering). The parameters used are in the metadata.")
+
+
+def selector_parameters(fn) -> list[str]:
+    """The keyword parameters a selector function names, besides ``candidates``, ``budget`` and ``seed``."""
+    skip = {"candidates", "budget", "seed"}
+    return [name for name, p in inspect.signature(fn).parameters.items()
+            if name not in skip and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
 def read_score_table(asset: str, column: str, method: str) -> pd.DataFrame:
@@ -92,9 +107,10 @@ def candidate_table(pool: pd.DataFrame, features: pd.DataFrame, lengths: pd.Data
                 "read score columns (scorers compute them); each partition reads only the score tables its "
                 "selector needs. Partitions: " + ", ".join(f"{s.name} ({s.description})" for s in SELECTIONS),
     check_specs=[
-        dg.AssetCheckSpec("size_equals_budget", asset="selected_subsets", blocking=True,
-                          description="The subset has exactly `budget` rows (threshold selectors may keep fewer "
-                                      "when fewer rows pass their threshold: the check then fails and says so)."),
+        dg.AssetCheckSpec("size_fits_budget", asset="selected_subsets", blocking=True,
+                          description="The subset has exactly `budget` rows; a threshold selector (registered with "
+                                      "fills_budget=False) may keep fewer when fewer rows pass its threshold, but "
+                                      "never none. The shortfall is in the metadata."),
         dg.AssetCheckSpec("ids_in_pool", asset="selected_subsets", blocking=True,
                           description="Every selected id is a pool row."),
         dg.AssetCheckSpec("great_expectations_suite", asset="selected_subsets",
@@ -120,7 +136,17 @@ def selected_subsets(context: dg.AssetExecutionContext, config: SelectionConfig,
     candidates = candidate_table(instruction_pool, metric_features, length_indicators, scores)
     context.log.info(f"{method}: selector {spec.selector} picks {budget} of {len(candidates)} rows"
                      + (f", reading {', '.join(sorted(scores))}" if scores else ""))
-    ids = selector.fn(candidates, budget, seed=config.seed, **spec.params)
+    params = {**spec.params, **config.selector_params}
+    accepted = selector_parameters(selector.fn)
+    unknown = sorted(set(config.selector_params) - set(accepted))
+    if unknown:  # selectors take **params, so a misspelt key would otherwise be ignored without a word
+        raise ValueError(f"{method}: selector_params {unknown} are not parameters of selector {spec.selector!r}; "
+                         f"it accepts {accepted or 'none'}")
+    ids = selector.fn(candidates, budget, seed=config.seed, **params)
+    if len(ids) < budget:
+        context.log.warning(f"{method}: selector {spec.selector} kept {len(ids)} rows, {budget - len(ids)} fewer than "
+                            f"the budget {budget}" + (" (fewer rows pass its threshold)" if not selector.fills_budget
+                                                      else ""))
     subset = pd.DataFrame({"method": method, "selection_rank": range(len(ids)), "id": ids})
     subset = subset.merge(instruction_pool[["id", "source"]], on="id", how="left")
     subset["budget"] = budget
@@ -140,7 +166,7 @@ def selected_subsets(context: dg.AssetExecutionContext, config: SelectionConfig,
     digest = subset_hash(subset["id"])
     yield dg.Output(subset, metadata={
         "dagster/row_count": len(subset),
-        "method": method, "selector": spec.selector, "selector_params": dg.MetadataValue.json(spec.params),
+        "method": method, "selector": spec.selector, "selector_params": dg.MetadataValue.json(params),
         "budget": budget, "budget_fraction": config.budget_fraction, "seed": config.seed,
         "pool_rows": len(instruction_pool), "subset_hash": digest,
         "columns_read": dg.MetadataValue.json(list(selector.columns)),
@@ -148,8 +174,10 @@ def selected_subsets(context: dg.AssetExecutionContext, config: SelectionConfig,
         "scorer_settings": dg.MetadataValue.json(scorer_settings),
         "sources": dg.MetadataValue.json(subset["source"].value_counts().to_dict()),
     })
-    yield dg.AssetCheckResult(check_name="size_equals_budget", passed=len(subset) == budget,
-                              metadata={"rows": len(subset), "budget": budget})
+    size_ok = len(subset) == budget if selector.fills_budget else 0 < len(subset) <= budget
+    yield dg.AssetCheckResult(check_name="size_fits_budget", passed=bool(size_ok),
+                              metadata={"rows": len(subset), "budget": budget, "shortfall": budget - len(subset),
+                                        "fills_budget": selector.fills_budget})
     missing = int((~subset["id"].isin(instruction_pool["id"])).sum())
     yield dg.AssetCheckResult(check_name="ids_in_pool", passed=missing == 0, metadata={"ids_not_in_pool": missing})
     yield suite_check(subset, "selected_subsets")

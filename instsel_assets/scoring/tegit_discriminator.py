@@ -72,7 +72,8 @@ from instsel_assets.models import chat
 from instsel_assets.registry import register_scorer
 from instsel_assets.scoring.loss_engine import fit_to_length
 from instsel_assets.training.checkpoint import replace_directory
-from instsel_assets.training.sft import autocast_dtype_for, batch_indices, count_trainable, linear_warmup_decay
+from instsel_assets.training.sft import (adamw_with_schedule, autocast_dtype_for, batch_indices, count_trainable,
+                                        optimizer_step)
 
 log = logging.getLogger(__name__)
 
@@ -567,12 +568,10 @@ def train_discriminator(model, tokenizer, labelled: pd.DataFrame, *, out_dir: st
     discriminator = Discriminator(peft_model, head)
 
     lora_params = [p for p in peft_model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
+    optimizer, scheduler = adamw_with_schedule(
         [{"params": lora_params, "lr": config.learning_rate},
          {"params": list(head.parameters()), "lr": config.head_learning_rate}],
-        weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: linear_warmup_decay(s, config.warmup_steps, config.max_steps))
+        weight_decay=config.weight_decay, warmup_steps=config.warmup_steps, max_steps=config.max_steps)
     trainable = lora_params + list(head.parameters())
     pad_id = _pad_id(tokenizer)
     loss_fn = torch.nn.BCEWithLogitsLoss()
@@ -592,15 +591,8 @@ def train_discriminator(model, tokenizer, labelled: pd.DataFrame, *, out_dir: st
         with torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             logits = discriminator(input_ids.to(device), attention_mask.to(device))
         loss = loss_fn(logits.float(), targets)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"train_discriminator: non-finite loss {loss.item()} at step {step}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip and config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        value = float(loss.detach().item())
+        value = optimizer_step(loss, optimizer, scheduler, trainable, config.grad_clip, who="train_discriminator",
+                               step=step)
         losses.append(value)
         window.append(value)
         if progress is not None and (step % config.log_every == 0 or step == config.max_steps):

@@ -39,6 +39,7 @@ def top_fraction_budget(n_rows: int, fraction: float = DEFAULT_FRACTION) -> int:
     paper="Li et al. 2023a, 'From Quantity to Quality' (Cherry LLM, IFD); Li et al. 2024 (Superfiltering)",
     summary="Drop IFD >= 1 and unscored rows, keep the highest-IFD rows (top 10% by default budget).",
     reads=("id", "ifd"),
+    fills_budget=False,
 )
 def select_ifd(candidates: pd.DataFrame, budget: int, *, seed: int = 0, max_ifd: float = 1.0, **params) -> list[str]:
     """The ``budget`` highest-IFD ids among rows with a finite ``ifd < max_ifd`` (1.0), highest first.

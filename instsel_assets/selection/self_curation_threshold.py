@@ -43,6 +43,7 @@ def check_threshold(threshold) -> float:
     paper="Li et al. 2023b, Self-Alignment with Instruction Backtranslation (Humpback), self-curation",
     summary="Keep rows whose self-curation rating is >= threshold (4.5: the paper's A_5 set), highest first.",
     reads=("id", "self_curation_score"),
+    fills_budget=False,
 )
 def select_self_curation(candidates: pd.DataFrame, budget: int, *, seed: int = 0,
                          threshold: float = DEFAULT_THRESHOLD, **params) -> list[str]:

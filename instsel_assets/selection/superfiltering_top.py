@@ -55,6 +55,7 @@ def ranked_by_ifd(candidates: pd.DataFrame, *, max_ifd: float = 1.0) -> pd.DataF
     summary="Drop perplexity-ratio IFD >= 1 and unscored rows, keep the highest IFD; optionally take the top "
             "10 x budget by IFD and pick budget of them by greedy facility location on the embeddings.",
     reads=("id", SCORE_COLUMN, "embedding"),
+    fills_budget=False,
 )
 def select_superfiltering(
     candidates: pd.DataFrame,

@@ -31,6 +31,7 @@ DEFAULT_THRESHOLD = 0.5
     paper="Chen et al. 2023c, TeGit: Generating High-Quality Instruction-Tuning Data with Text-Grounded Task Design",
     summary="Keep the rows the task discriminator accepts (tegit_good_prob >= 0.5), highest probability first.",
     reads=("id", GOOD_PROB_COLUMN),
+    fills_budget=False,
 )
 def select_tegit(candidates: pd.DataFrame, budget: int, *, seed: int = 0, threshold: float = DEFAULT_THRESHOLD,
                  **params) -> list[str]:

@@ -187,6 +187,31 @@ def linear_warmup_decay(step: int, warmup_steps: int, max_steps: int) -> float:
     return max(0.0, float(max_steps - step) / float(max(1, max_steps - warmup_steps)))
 
 
+def adamw_with_schedule(param_groups: list[dict[str, Any]], *, weight_decay: float, warmup_steps: int,
+                        max_steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over ``param_groups`` (each with its own ``lr``) and the linear warm-up/decay schedule."""
+    optimizer = torch.optim.AdamW(param_groups, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: linear_warmup_decay(s, warmup_steps, max_steps))
+    return optimizer, scheduler
+
+
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler, params: Sequence[torch.Tensor],
+                   grad_clip: float, *, who: str, step: int) -> float:
+    """One training step from a computed loss: refuse a non-finite loss (``FloatingPointError`` naming
+    ``who`` and ``step``), back-propagate, clip the global gradient norm to ``grad_clip`` (off when <= 0),
+    step the optimizer and the schedule. Returns the loss as a float."""
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"{who}: non-finite loss {loss.item()} at step {step}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip and grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    scheduler.step()
+    return float(loss.detach().item())
+
+
 def _pad_token_id(tokenizer) -> int:
     for attr in ("pad_token_id", "eos_token_id", "unk_token_id"):
         value = getattr(tokenizer, attr, None)
@@ -316,9 +341,9 @@ def finetune_lora(model, tokenizer, conversations_list: Sequence[Sequence[Mappin
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
     trainable_params = sum(p.numel() for p in trainable)
 
-    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: linear_warmup_decay(s, config.warmup_steps, config.max_steps))
+    optimizer, scheduler = adamw_with_schedule([{"params": trainable, "lr": config.learning_rate}],
+                                               weight_decay=config.weight_decay, warmup_steps=config.warmup_steps,
+                                               max_steps=config.max_steps)
     fast_head = _supports_logits_to_keep(peft_model)
     pad_id = _pad_token_id(tokenizer)
 
@@ -333,15 +358,7 @@ def finetune_lora(model, tokenizer, conversations_list: Sequence[Sequence[Mappin
         lr = optimizer.param_groups[0]["lr"]
         with torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             loss, _ = batch_loss(peft_model, batch, fast_head=fast_head)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"finetune_lora: non-finite loss {loss.item()} at step {step}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip and config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        value = float(loss.detach().item())
+        value = optimizer_step(loss, optimizer, scheduler, trainable, config.grad_clip, who="finetune_lora", step=step)
         losses.append(value)
         window.append(value)
         tokens_seen += int(batch["attention_mask"].sum())

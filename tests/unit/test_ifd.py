@@ -15,31 +15,16 @@ from instsel_assets.models import chat
 from instsel_assets.scoring import ifd as ifd_module
 from instsel_assets.scoring.ifd import IFD_COLUMNS, ifd_scores
 from instsel_assets.scoring.loss_engine import answer_losses
+from chat_pools import conv, small_chat_pool
 
 ALPACA_CANDIDATES = [
     Path(__file__).resolve().parents[2] / "data" / "pools" / "alpaca" / "alpaca_sample.json",
 ]
 
 
-def conv(user, answer):
-    return [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
-
-
-def make_pool():
-    return pd.DataFrame({
-        "id": ["a", "b", "c", "d"],
-        "conversations": [
-            conv("Give three tips for staying healthy.", "Eat a balanced diet, exercise and sleep well."),
-            conv("What are the three primary colors?", "Red, blue, and yellow."),
-            conv("三原色是什么？", "三原色是红色、蓝色和黄色。"),
-            conv("Write a short poem about the sea.", "The waves roll in, the gulls cry out."),
-        ],
-    })
-
-
 def test_columns_formulas_and_order(tiny_lm):
     model, tok = tiny_lm
-    pool = make_pool()
+    pool = small_chat_pool()
     out = ifd_scores(pool, model, tok, batch_size=3)
     assert list(out.columns) == ["id", *IFD_COLUMNS]
     assert out["id"].tolist() == pool["id"].tolist()
@@ -59,7 +44,7 @@ def test_columns_formulas_and_order(tiny_lm):
 
 def test_batch_size_does_not_change_scores(tiny_lm):
     model, tok = tiny_lm
-    pool = make_pool()
+    pool = small_chat_pool()
     a = ifd_scores(pool, model, tok, batch_size=1)
     b = ifd_scores(pool, model, tok, batch_size=8)
     np.testing.assert_allclose(a[list(IFD_COLUMNS)].to_numpy(float), b[list(IFD_COLUMNS)].to_numpy(float),
@@ -77,16 +62,16 @@ def test_both_passes_share_one_engine_call(tiny_lm, monkeypatch):
 
     monkeypatch.setattr(ifd_module, "answer_losses", spy)
     seen = []
-    ifd_scores(make_pool(), model, tok, progress=lambda d, t: seen.append((d, t)))
+    ifd_scores(small_chat_pool(), model, tok, progress=lambda d, t: seen.append((d, t)))
     assert calls == [8]
     assert seen[-1] == (8, 8)
 
 
 def test_first_assistant_turn_only_and_duckdb_arrays(tiny_lm):
     model, tok = tiny_lm
-    pool = make_pool()
+    pool = small_chat_pool()
     multi = pool.copy()
-    multi["conversations"] = [np.array(c + [{"role": "user", "content": "And more?"},
+    multi["conversations"] = [np.array(list(c) + [{"role": "user", "content": "And more?"},
                                             {"role": "assistant", "content": "Drink water."}], dtype=object)
                               for c in pool["conversations"]]
     np.testing.assert_allclose(ifd_scores(multi, model, tok)["ifd"], ifd_scores(pool, model, tok)["ifd"],

@@ -15,27 +15,12 @@ from instsel_assets.scoring import ifd as ifd_module
 from instsel_assets.scoring import perplexity as ppl_module
 from instsel_assets.scoring.loss_engine import answer_losses
 from instsel_assets.scoring.perplexity import PERPLEXITY_COLUMNS, response_perplexity_scores
-
-
-def conv(user, answer):
-    return [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
-
-
-def make_pool():
-    return pd.DataFrame({
-        "id": ["a", "b", "c", "d"],
-        "conversations": [
-            conv("Give three tips for staying healthy.", "Eat a balanced diet, exercise and sleep well."),
-            conv("What are the three primary colors?", "Red, blue, and yellow."),
-            conv("三原色是什么？", "三原色是红色、蓝色和黄色。"),
-            conv("Write a short poem about the sea.", "The waves roll in, the gulls cry out."),
-        ],
-    })
+from chat_pools import conv, small_chat_pool
 
 
 def test_loss_is_the_conditioned_answer_loss_and_ppl_its_exponential(tiny_lm):
     model, tok = tiny_lm
-    pool = make_pool()
+    pool = small_chat_pool()
     out = response_perplexity_scores(pool, model, tok, batch_size=3)
     assert list(out.columns) == ["id", *PERPLEXITY_COLUMNS]
     assert out["id"].tolist() == pool["id"].tolist()
@@ -64,7 +49,7 @@ def test_same_pairs_as_ifd_conditioned_pass_and_one_engine_call(tiny_lm, monkeyp
 
     monkeypatch.setattr(ppl_module, "answer_losses", spy("ppl", ppl_module.answer_losses))
     monkeypatch.setattr(ifd_module, "answer_losses", spy("ifd", ifd_module.answer_losses))
-    pool = make_pool()
+    pool = small_chat_pool()
     marker = object()
     seen = []
     out = response_perplexity_scores(pool, model, tok, batch_size=2, max_length=512, cache=marker,
@@ -80,9 +65,9 @@ def test_same_pairs_as_ifd_conditioned_pass_and_one_engine_call(tiny_lm, monkeyp
 
 def test_first_assistant_turn_only_and_duckdb_arrays(tiny_lm):
     model, tok = tiny_lm
-    pool = make_pool()
+    pool = small_chat_pool()
     multi = pool.copy()
-    multi["conversations"] = [np.array(c + [{"role": "user", "content": "And more?"},
+    multi["conversations"] = [np.array(list(c) + [{"role": "user", "content": "And more?"},
                                             {"role": "assistant", "content": "Drink water."}], dtype=object)
                               for c in pool["conversations"]]
     np.testing.assert_allclose(response_perplexity_scores(multi, model, tok)["response_loss"],
@@ -109,7 +94,7 @@ def test_unscorable_rows_are_nan_and_counted(tiny_lm):
 
 def test_truncated_rows_are_counted(tiny_lm):
     model, tok = tiny_lm
-    pool = make_pool()
+    pool = small_chat_pool()
     full = response_perplexity_scores(pool, model, tok)
     cut = response_perplexity_scores(pool, model, tok, max_length=8)
     assert full.attrs["n_truncated"] == 0 and cut.attrs["n_truncated"] == len(pool)

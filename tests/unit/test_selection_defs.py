@@ -53,3 +53,70 @@ def test_missing_score_table_names_the_asset_to_materialise(tmp_path, monkeypatc
 def test_score_assets_are_the_non_pool_column_sources():
     assert "metric_features" not in SCORE_ASSETS and "ifd_scores" in SCORE_ASSETS
     assert set(SCORE_ASSETS) == {a for a in COLUMN_ASSETS.values()} - {"metric_features", "length_indicators"}
+
+
+# ------------------------------------------------------------------ the asset itself, invoked directly
+def _ten_row_tables():
+    ids = [f"r{i}" for i in range(10)]
+    pool = pd.DataFrame({"id": ids, "source": ["alpaca"] * 10})
+    features = pd.DataFrame({"id": ids, "embedding": [np.eye(10)[i] for i in range(10)], "language": ["en"] * 10})
+    lengths = pd.DataFrame({"id": ids, "output_chars": range(10), "total_tokens": range(10)})
+    return pool, features, lengths
+
+
+def _select(method, tmp_path, monkeypatch, *, ratings=None, **config):
+    import dagster as dg
+
+    from instsel_assets.defs.selection import SelectionConfig, selected_subsets
+
+    db = tmp_path / "t.duckdb"
+    monkeypatch.setenv("INSTSEL_DUCKDB", str(db))
+    pool, features, lengths = _ten_row_tables()
+    if ratings is not None:
+        con = duckdb.connect(str(db))
+        con.execute("create schema if not exists public")
+        frame = pd.DataFrame({"id": pool["id"], "self_curation_score": ratings})  # noqa: F841 - read by duckdb
+        con.execute("create table public.self_curation_scores as select * from frame")
+        con.close()
+    context = dg.build_asset_context(partition_key=method, instance=dg.DagsterInstance.ephemeral())
+    events = list(selected_subsets(context, SelectionConfig(budget_fraction=0.5, **config),
+                                   instruction_pool=pool, metric_features=features, length_indicators=lengths))
+    output = next(e for e in events if isinstance(e, dg.Output))
+    checks = {e.check_name: e for e in events if isinstance(e, dg.AssetCheckResult)}
+    return output, checks
+
+
+RATINGS = [4.9, 4.6, 4.2, 3.9, 3.6, 3.1, 2.5, 2.0, 1.5, 1.0]
+
+
+def test_a_threshold_selector_may_keep_fewer_than_the_budget(tmp_path, monkeypatch):
+    output, checks = _select("self_curation", tmp_path, monkeypatch, ratings=RATINGS)
+    assert list(output.value["id"]) == ["r0", "r1"]  # the two rows rated >= 4.5, of a budget of 5
+    size = checks["size_fits_budget"]
+    assert size.passed
+    assert size.metadata["shortfall"].value == 3 and size.metadata["fills_budget"].value is False
+
+
+def test_a_threshold_selector_that_keeps_nothing_fails_the_size_check(tmp_path, monkeypatch):
+    output, checks = _select("self_curation", tmp_path, monkeypatch, ratings=[3.0] * 10)
+    assert len(output.value) == 0
+    assert not checks["size_fits_budget"].passed
+
+
+def test_selector_params_override_the_plan_and_are_recorded(tmp_path, monkeypatch):
+    output, checks = _select("self_curation", tmp_path, monkeypatch, ratings=RATINGS,
+                             selector_params={"threshold": 3.5})
+    assert list(output.value["id"]) == ["r0", "r1", "r2", "r3", "r4"]
+    assert output.metadata["selector_params"].value == {"threshold": 3.5}
+    assert checks["size_fits_budget"].passed
+
+
+def test_a_misspelt_selector_param_is_an_error_naming_the_accepted_ones(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match=r"\['treshold'\] are not parameters of selector 'self_curation'.*threshold"):
+        _select("self_curation", tmp_path, monkeypatch, ratings=RATINGS, selector_params={"treshold": 3.5})
+
+
+def test_a_selector_that_fills_the_budget_must_return_exactly_the_budget(tmp_path, monkeypatch):
+    output, checks = _select("random", tmp_path, monkeypatch)
+    assert len(output.value) == 5 and checks["size_fits_budget"].passed
+    assert checks["size_fits_budget"].metadata["fills_budget"].value is True

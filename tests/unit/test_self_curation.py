@@ -28,26 +28,11 @@ from instsel_assets.scoring.self_curation import (
     self_curation_scores,
 )
 from instsel_assets.training.sft import SFTConfig
+from chat_pools import conv, small_chat_pool
 
 # The tiny tokenizer's rating prompt is ~1,500 tokens (its BPE knows few English words).
 TINY_MAX_LENGTH = 2048
 ALPACA = Path(__file__).resolve().parents[2] / "data" / "pools" / "alpaca" / "alpaca_sample.json"
-
-
-def conv(user, answer):
-    return [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
-
-
-def make_pool():
-    return pd.DataFrame({
-        "id": ["a", "b", "c", "d"],
-        "conversations": [
-            conv("Give three tips for staying healthy.", "Eat a balanced diet, exercise and sleep well."),
-            conv("What are the three primary colors?", "Red, blue, and yellow."),
-            conv("三原色是什么？", "三原色是红色、蓝色和黄色。"),
-            conv("Write a short poem about the sea.", "The waves roll in, the gulls cry out."),
-        ],
-    })
 
 
 def with_digit_merges(tok, merged: bool):
@@ -109,7 +94,7 @@ def test_digit_ids_refuse_a_tokenizer_that_merges_some_digits_with_the_space(tin
     with pytest.raises(ValueError, match="ratings '1' and '3' are not single tokens after the same text"):
         digit_token_ids(tok)
     with pytest.raises(ValueError, match="'3'"):
-        self_curation_scores(make_pool(), tiny_lm[0], tok, max_length=TINY_MAX_LENGTH)
+        self_curation_scores(small_chat_pool(), tiny_lm[0], tok, max_length=TINY_MAX_LENGTH)
 
 
 def test_digit_ids_for_split_and_merged_digits(tiny_lm):
@@ -168,7 +153,7 @@ def test_scores_match_the_loss_engine_one_digit_at_a_time(tiny_lm_factory, merge
     _, stock = tiny_lm_factory()
     tok = with_digit_merges(stock, merged=merged)
     model, _ = tiny_lm_factory(vocab_size=len(tok))
-    pool = make_pool()
+    pool = small_chat_pool()
     out = self_curation_scores(pool, model, tok, batch_size=3, max_length=TINY_MAX_LENGTH)
     assert list(out.columns) == ["id", *SELF_CURATION_COLUMNS]
     assert out["id"].tolist() == pool["id"].tolist()
@@ -186,19 +171,19 @@ def test_scores_match_the_loss_engine_one_digit_at_a_time(tiny_lm_factory, merge
 def test_low_digit_mass_is_counted_and_logged(lm, monkeypatch, caplog):
     model, tok = lm
     # a random tiny model spreads its probability over 600 tokens: almost none on the digits
-    out = self_curation_scores(make_pool(), model, tok, max_length=TINY_MAX_LENGTH)
+    out = self_curation_scores(small_chat_pool(), model, tok, max_length=TINY_MAX_LENGTH)
     assert (out["digit_mass"] < 0.1).all() and out.attrs["n_low_digit_mass"] == 4
 
     rows = np.log(np.array([[0.0, 0.0, 0.1, 0.2, 0.6], [0.05, 0.05, 0.1, 0.1, 0.1], [0.2] * 5, [0.1] * 5]) + 1e-300)
     monkeypatch.setattr(sc, "candidate_logprobs", lambda *a, **k: rows)
     with caplog.at_level(logging.WARNING, logger=sc.__name__):
-        out = self_curation_scores(make_pool(), model, tok, max_length=TINY_MAX_LENGTH)
+        out = self_curation_scores(small_chat_pool(), model, tok, max_length=TINY_MAX_LENGTH)
     np.testing.assert_allclose(out["digit_mass"], [0.9, 0.4, 1.0, 0.5])
     assert out.attrs["n_low_digit_mass"] == 1 and out.attrs["low_digit_mass"] == 0.5
     assert "1 of 4 rated rows" in caplog.text and "'b'" in caplog.text
     assert out["self_curation_top"].tolist() == [5, 3, 1, 1]
     assert out["self_curation_score"][0] == pytest.approx((0.3 + 0.8 + 3.0) / 0.9)
-    strict = self_curation_scores(make_pool(), model, tok, max_length=TINY_MAX_LENGTH, low_digit_mass=0.95)
+    strict = self_curation_scores(small_chat_pool(), model, tok, max_length=TINY_MAX_LENGTH, low_digit_mass=0.95)
     assert strict.attrs["n_low_digit_mass"] == 3
 
 
@@ -233,7 +218,7 @@ def test_malformed_turn_names_the_row(lm):
 
 def test_bad_parameters_name_the_parameter(lm):
     model, tok = lm
-    pool = make_pool()
+    pool = small_chat_pool()
     for kwargs, name in [({"batch_size": 0}, "batch_size"), ({"max_length": 0}, "max_length"),
                          ({"low_digit_mass": 1.5}, "low_digit_mass"), ({"batch_size": 2.5}, "batch_size")]:
         with pytest.raises(ValueError, match=name):
@@ -242,9 +227,9 @@ def test_bad_parameters_name_the_parameter(lm):
 
 def test_first_turn_batching_and_duckdb_arrays_do_not_change_scores(lm):
     model, tok = lm
-    pool = make_pool()
+    pool = small_chat_pool()
     multi = pool.copy()
-    multi["conversations"] = [np.array(c + [{"role": "user", "content": "And more?"},
+    multi["conversations"] = [np.array(list(c) + [{"role": "user", "content": "And more?"},
                                             {"role": "assistant", "content": "Drink water."}], dtype=object)
                               for c in pool["conversations"]]
     a = self_curation_scores(pool, model, tok, batch_size=1, max_length=TINY_MAX_LENGTH)
@@ -309,7 +294,7 @@ def curation_setup(fresh_tiny_lm, monkeypatch):
 
 def test_iteration_rates_trains_on_the_kept_rows_and_rerates(curation_setup, tmp_path):
     make_model, factory, tok, calls, config = curation_setup
-    pool = make_pool().iloc[:3]
+    pool = small_chat_pool().iloc[:3]
     base_scores = self_curation_scores(pool, make_model(), tok, max_length=TINY_MAX_LENGTH)
     threshold = float(np.median(base_scores["self_curation_score"]))
     kept = pool["conversations"][base_scores["self_curation_score"] >= threshold].tolist()
@@ -341,7 +326,7 @@ def test_iteration_rates_trains_on_the_kept_rows_and_rerates(curation_setup, tmp
 
 def test_iteration_stops_when_nothing_is_kept_and_uses_seed_data(curation_setup, tmp_path, caplog):
     _, factory, tok, calls, config = curation_setup
-    pool = make_pool().iloc[:2]
+    pool = small_chat_pool().iloc[:2]
     with caplog.at_level(logging.WARNING, logger=sc.__name__):
         out = iterate_self_curation(pool, factory, tok, iterations=3, threshold=5.0, train_config=config,
                                     out_dir=tmp_path / "a", base_model_id="tiny", max_length=TINY_MAX_LENGTH)
@@ -363,14 +348,14 @@ def test_iteration_bad_parameters(curation_setup, tmp_path):
     _, factory, tok, _, config = curation_setup
     common = dict(out_dir=tmp_path, base_model_id="tiny")
     with pytest.raises(ValueError, match="iterations"):
-        iterate_self_curation(make_pool(), factory, tok, iterations=0, train_config=config, **common)
+        iterate_self_curation(small_chat_pool(), factory, tok, iterations=0, train_config=config, **common)
     for bad in (5.5, float("nan"), "4.5"):
         with pytest.raises(ValueError, match="threshold"):
-            iterate_self_curation(make_pool(), factory, tok, threshold=bad, train_config=config, **common)
+            iterate_self_curation(small_chat_pool(), factory, tok, threshold=bad, train_config=config, **common)
     with pytest.raises(ValueError, match="train_config"):
-        iterate_self_curation(make_pool(), factory, tok, train_config={"max_steps": 2}, **common)
+        iterate_self_curation(small_chat_pool(), factory, tok, train_config={"max_steps": 2}, **common)
     with pytest.raises(ValueError, match="max_steps"):
-        iterate_self_curation(make_pool(), factory, tok, train_config=SFTConfig(max_steps=0), **common)
+        iterate_self_curation(small_chat_pool(), factory, tok, train_config=SFTConfig(max_steps=0), **common)
 
 
 # ------------------------------------------------------------------------------------------ real model

@@ -19,30 +19,14 @@ from instsel_assets.scoring.loss_cache import LossCache
 from instsel_assets.scoring.loss_engine import answer_losses
 from instsel_assets.scoring.superfiltering import (DEFAULT_SCORER_MODEL, SUPERFILTERING_COLUMNS,
                                                    superfiltering_scores)
+from chat_pools import conv, small_chat_pool
 
 ALPACA = Path(__file__).resolve().parents[2] / "data" / "pools" / "alpaca" / "alpaca_sample.json"
 
 
-def conv(user, answer):
-    return [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
-
-
-def make_pool():
-    return pd.DataFrame({
-        "id": ["a", "b", "c", "d"],
-        "conversations": [
-            conv("Give three tips for staying healthy.", "Eat a balanced diet, exercise and sleep well."),
-            conv("What are the three primary colors?", "Red, blue, and yellow."),
-            conv("三原色是什么？", "三原色是红色、蓝色和黄色。"),
-            np.array(conv("Write a short poem about the sea.", "The waves roll in, the gulls cry out."),
-                     dtype=object),  # DuckDB hands out numpy arrays of dicts
-        ],
-    })
-
-
 def test_columns_and_the_perplexity_ratio_by_hand(tiny_lm):
     model, tok = tiny_lm
-    pool = make_pool()
+    pool = small_chat_pool()
     out = superfiltering_scores(pool, model, tok, batch_size=3)
     assert list(out.columns) == ["id", *SUPERFILTERING_COLUMNS]
     assert out["id"].tolist() == ["a", "b", "c", "d"]
@@ -62,7 +46,7 @@ def test_columns_and_the_perplexity_ratio_by_hand(tiny_lm):
 
 def test_score_ranks_by_the_loss_difference(tiny_lm):
     model, tok = tiny_lm
-    out = superfiltering_scores(make_pool(), model, tok)
+    out = superfiltering_scores(small_chat_pool(), model, tok)
     diff = out["superfiltering_loss_given_instruction"] - out["superfiltering_loss_answer"]
     assert out["superfiltering_ifd"].rank().tolist() == diff.rank().tolist()
     # the two IFDs are on the same side of 1
@@ -71,7 +55,7 @@ def test_score_ranks_by_the_loss_difference(tiny_lm):
 
 def test_same_numbers_as_the_ifd_scorer(tiny_lm):
     model, tok = tiny_lm
-    pool = make_pool()
+    pool = small_chat_pool()
     sf = superfiltering_scores(pool, model, tok)
     ifd = ifd_module.ifd_scores(pool, model, tok)
     np.testing.assert_allclose(sf["superfiltering_ifd"], ifd["ifd_ppl_ratio"])
@@ -93,20 +77,20 @@ def test_one_engine_call_and_arguments_passed_through(tiny_lm, monkeypatch, tmp_
 
     monkeypatch.setattr(ifd_module, "answer_losses", engine_spy)
     seen = []
-    superfiltering_scores(make_pool(), model, tok, batch_size=3, max_length=64,
+    superfiltering_scores(small_chat_pool(), model, tok, batch_size=3, max_length=64,
                           progress=lambda d, t: seen.append((d, t)))
     assert engine_calls == [(8, 3, 64)]  # both passes of all four rows in one batched call
     assert seen[-1] == (8, 8)
 
     monkeypatch.setattr(ifd_module, "ifd_scores", ifd_spy)
     cache = LossCache(tmp_path / "cache", "test-model")
-    first = superfiltering_scores(make_pool(), model, tok, batch_size=2, max_length=128, cache=cache, workers=1)
+    first = superfiltering_scores(small_chat_pool(), model, tok, batch_size=2, max_length=128, cache=cache, workers=1)
     assert ifd_calls[-1]["cache"] is cache and ifd_calls[-1]["workers"] == 1
     assert ifd_calls[-1]["batch_size"] == 2 and ifd_calls[-1]["max_length"] == 128
     # a second run reads every pair back from the cache: the engine computes nothing
     engine_calls.clear()
     seen.clear()
-    again = superfiltering_scores(make_pool(), model, tok, batch_size=2, max_length=128, cache=cache,
+    again = superfiltering_scores(small_chat_pool(), model, tok, batch_size=2, max_length=128, cache=cache,
                                   progress=lambda d, t: seen.append((d, t)))
     assert seen == [(8, 8)]  # everything done before the first batch
     np.testing.assert_allclose(again["superfiltering_ifd"], first["superfiltering_ifd"])
