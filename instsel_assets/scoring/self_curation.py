@@ -39,7 +39,8 @@ window (the engine's own left cut would drop the rating scale first). Shortened 
 ``out.attrs["n_truncated"]``.
 
 The forward passes go through ``next_token.candidate_logprobs`` (batched, length-sorted, LM head only at
-the last position). The scorer accepts ``cache`` for the uniform scorer signature; the shared loss cache
+the last position; the fixed text every rating prompt starts with is run once and its key/value cache
+reused by every batch). The scorer accepts ``cache`` for the uniform scorer signature; the shared loss cache
 stores answer losses, and this scorer reads a next-token distribution instead, so it does not consult it.
 
 ``iterate_self_curation`` is the paper's iteration: rate with the base model, fine-tune a LoRA adapter

@@ -133,3 +133,54 @@ def test_empty_and_bad_arguments(tiny_lm):
         candidate_logprobs(model, tok, [[1, 2]], [1], max_length=0)
     with pytest.raises(ValueError, match="2-D"):
         candidate_mass(np.zeros(3))
+
+
+# ------------------------------------------------------------------------------------- shared prefix
+def rating_like_prompts(tok, n=9):
+    """Prompts that start with the same long text (as a rating prompt does) and end differently."""
+    head = tok("Rate the answer below on a scale of 1 to 5. Consider helpfulness, accuracy and clarity. "
+               "Instruction:", add_special_tokens=False)["input_ids"]
+    tails = ["Give three tips.", "Red, blue", "三原色是什么？", "The quick brown fox jumps over the lazy dog.",
+             "def add(a, b):", "Bonjour.", "List five animals.", "Explain why the sky is blue.", "x"]
+    return head, [head + tok(t, add_special_tokens=False)["input_ids"] for t in tails[:n]]
+
+
+def test_shared_prefix_is_run_once_and_gives_the_same_values(tiny_lm, monkeypatch):
+    model, tok = tiny_lm
+    head, prompts = rating_like_prompts(tok)
+    assert len(head) >= next_token.MIN_SHARED_PREFIX
+    candidates = [5, 17, 42]
+    expected = np.stack([reference_logprobs(model, p, candidates) for p in prompts])
+    seen = []
+    real = next_token._prefix_cache
+
+    def spy(decoder, prefix, device):
+        seen.append(len(prefix))
+        return real(decoder, prefix, device)
+
+    monkeypatch.setattr(next_token, "_prefix_cache", spy)
+    for batch_size in (1, 4):
+        got = candidate_logprobs(model, tok, prompts, candidates, batch_size=batch_size)
+        np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+    assert seen == [len(head), len(head)]  # once per call, whatever the batch size
+    off = candidate_logprobs(model, tok, prompts, candidates, batch_size=4, shared_prefix=False)
+    np.testing.assert_allclose(off, expected, atol=1e-5, rtol=0)
+    assert len(seen) == 2
+
+
+def test_a_prompt_that_is_the_whole_shared_prefix_keeps_its_last_token(tiny_lm):
+    model, tok = tiny_lm
+    head, prompts = rating_like_prompts(tok, n=3)
+    prompts = [head] + prompts  # the common prefix is all of prompt 0: it must still predict from its end
+    expected = np.stack([reference_logprobs(model, p, [5, 6]) for p in prompts])
+    np.testing.assert_allclose(candidate_logprobs(model, tok, prompts, [5, 6], batch_size=2), expected,
+                               atol=1e-5, rtol=0)
+
+
+def test_short_shared_prefixes_are_not_cached(tiny_lm, monkeypatch):
+    model, tok = tiny_lm
+    monkeypatch.setattr(next_token, "_prefix_cache", lambda *a: pytest.fail("prefix cache built for 2 tokens"))
+    prompts = [[7, 8, 9, 10], [7, 8, 11], [7, 8, 12, 13, 14]]
+    assert next_token.common_prefix_length(prompts) == 2
+    candidate_logprobs(model, tok, prompts, [5, 6], batch_size=2)
+    assert next_token.common_prefix_length([]) == 0 and next_token.common_prefix_length([[1, 2], [3]]) == 0
