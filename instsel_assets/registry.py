@@ -80,7 +80,8 @@ def register_selector(name: str, *, family: str, paper: str, summary: str, reads
     return _register(SELECTORS, "selector", name, family, paper, summary, reads, fills_budget)
 
 
-_METHOD_PACKAGES = ("instsel_assets.features", "instsel_assets.scoring", "instsel_assets.selection")
+_METHOD_PACKAGES = ("instsel_assets.features", "instsel_assets.scoring", "instsel_assets.selection",
+                    "instsel_assets.judge.templates")
 
 
 def load_all() -> None:

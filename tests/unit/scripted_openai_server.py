@@ -1,0 +1,214 @@
+"""A scripted OpenAI-compatible chat-completions server on 127.0.0.1, shared by the judge tests.
+
+It stands in for the upstream model at the HTTP boundary: the real ``openai`` client talks to it over a real
+socket, so the backend's error mapping and the engine's retries, budget and caching are exercised against
+real HTTP responses. (A later test will run the real llama.cpp server behind a proxy.)
+
+Answers are deterministic: a last message containing ``rate:K`` is answered ``"Score: K"``; one containing
+``unreadable`` is answered ``"I would rather not say."``; anything else ``"echo: <first 40 characters>"``.
+Usage: ``prompt_tokens = ceil(content bytes / 4) + 3 per message``, ``completion_tokens = min(max_tokens,
+ceil(answer bytes / 4))``.
+
+Faults are scripted per request: ``script(marker, fault, ...)`` makes the next requests whose last message
+contains ``marker`` get those faults, one each, in order (then normal answers); ``queue(fault, ...)`` gives
+faults to the next requests of any content, in arrival order. Faults:
+
+- ``"delay"``: wait ``delay_seconds`` (longer than the client timeout), then close without answering;
+- ``"429"``, ``"429:<seconds>"`` (with ``Retry-After: <seconds>``), ``"429:date:<seconds>"`` (``Retry-After``
+  as an HTTP-date that many seconds ahead);
+- ``"500"``, ``"503"``, ``"401"`` (an error body that echoes the request's bearer token, as a careless proxy
+  might), ``"400"``;
+- ``"truncated"`` (a 200 JSON body cut in the middle), ``"garbage"`` (a 200 HTML page), ``"nochoices"`` (a 200
+  chat completion with ``choices: []``), ``"nousage"`` (a normal answer without ``usage``).
+
+``answer_seconds`` makes every normal answer take that long (so that requests overlap).
+
+Counters: ``received`` (requests), ``answered`` (normal answers produced, i.e. paid, by canonical request
+body; a fault is never an answer), ``max_in_flight``, ``auth_headers``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+import re
+import threading
+import time
+from collections import Counter, deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+def answer_for(messages: list[dict[str, Any]]) -> str:
+    content = str(messages[-1]["content"]) if messages else ""
+    rated = re.search(r"rate:(\d)", content)
+    if rated:
+        return f"Score: {rated.group(1)}"
+    if "unreadable" in content:
+        return "I would rather not say."
+    return f"echo: {content[:40]}"
+
+
+def usage_for(messages: list[dict[str, Any]], answer: str, max_tokens: int) -> dict[str, int]:
+    prompt = math.ceil(sum(len(str(m["content"]).encode()) for m in messages) / 4) + 3 * len(messages)
+    completion = min(int(max_tokens), math.ceil(len(answer.encode()) / 4))
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+class ScriptedOpenAIServer:
+    """See the module docstring. Use as a context manager, or ``start()`` / ``stop()``."""
+
+    def __init__(self, delay_seconds: float = 1.0, answer_seconds: float = 0.0) -> None:
+        self.delay_seconds = delay_seconds
+        self.answer_seconds = answer_seconds
+        self.lock = threading.Lock()
+        self.by_marker: dict[str, deque[str]] = {}
+        self.fault_queue: deque[str] = deque()
+        self.received = 0
+        self.answered: Counter[str] = Counter()
+        self.faults_served: Counter[str] = Counter()
+        self.auth_headers: list[str] = []
+        self.bodies: list[dict[str, Any]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._stopping = threading.Event()
+        self._httpd: ThreadingHTTPServer | None = None
+
+    # ------------------------------------------------------------------------------------------ script
+    def script(self, marker: str, *faults: str) -> None:
+        with self.lock:
+            self.by_marker.setdefault(marker, deque()).extend(faults)
+
+    def queue(self, *faults: str) -> None:
+        with self.lock:
+            self.fault_queue.extend(faults)
+
+    def _next_fault(self, content: str) -> str | None:
+        with self.lock:
+            for marker, faults in self.by_marker.items():
+                if marker in content and faults:
+                    return faults.popleft()
+            if self.fault_queue:
+                return self.fault_queue.popleft()
+        return None
+
+    @property
+    def answered_total(self) -> int:
+        with self.lock:
+            return sum(self.answered.values())
+
+    @property
+    def url(self) -> str:
+        assert self._httpd is not None, "server not started"
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    # ------------------------------------------------------------------------------------------ life
+    def start(self) -> ScriptedOpenAIServer:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                with server.lock:
+                    server.received += 1
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    server._handle(self)
+                finally:
+                    with server.lock:
+                        server.in_flight -= 1
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="scripted-openai", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+
+    def __enter__(self) -> ScriptedOpenAIServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------------------------------ replies
+    @staticmethod
+    def _send(handler: BaseHTTPRequestHandler, status: int, body: bytes, content_type: str = "application/json",
+              headers: dict[str, str] | None = None) -> None:
+        handler.send_response(status)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        raw = handler.rfile.read(int(handler.headers.get("Content-Length", 0)))
+        body = json.loads(raw)
+        with self.lock:
+            self.auth_headers.append(handler.headers.get("Authorization", ""))
+            self.bodies.append(body)
+        messages = body.get("messages", [])
+        fault = self._next_fault(str(messages[-1]["content"]) if messages else "")
+        if fault is not None:
+            with self.lock:
+                self.faults_served[fault] += 1
+            if fault == "delay":
+                self._stopping.wait(self.delay_seconds)
+                handler.close_connection = True
+                return
+            if fault.startswith("429"):
+                headers = {}
+                parts = fault.split(":")
+                if len(parts) == 2:
+                    headers["Retry-After"] = parts[1]
+                elif len(parts) == 3 and parts[1] == "date":
+                    headers["Retry-After"] = email.utils.formatdate(time.time() + float(parts[2]), usegmt=True)
+                self._send(handler, 429, b'{"error": {"message": "Rate limit reached", "type": "requests"}}',
+                           headers=headers)
+                return
+            if fault in ("500", "503", "400"):
+                self._send(handler, int(fault), json.dumps({"error": {"message": f"scripted {fault}"}}).encode())
+                return
+            if fault == "401":
+                token = handler.headers.get("Authorization", "").removeprefix("Bearer ")
+                message = f"Incorrect API key provided: {token}. You can find your API key at the dashboard."
+                self._send(handler, 401, json.dumps({"error": {"message": message, "type": "invalid_request_error",
+                                                               "code": "invalid_api_key"}}).encode())
+                return
+            if fault == "garbage":
+                self._send(handler, 200, b"<html><body>502 Bad Gateway (but 200)</body></html>", "text/html")
+                return
+            if fault == "nochoices":
+                self._send(handler, 200, json.dumps({"id": "c", "object": "chat.completion", "created": 1,
+                                                     "model": body.get("model"), "choices": []}).encode())
+                return
+            if fault not in ("truncated", "nousage"):
+                raise ValueError(f"unknown scripted fault {fault!r}")
+        if self.answer_seconds:
+            self._stopping.wait(self.answer_seconds)
+        answer = answer_for(messages)
+        completion: dict[str, Any] = {
+            "id": f"chatcmpl-{self.received}", "object": "chat.completion", "created": int(time.time()),
+            "model": body.get("model"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
+            "usage": usage_for(messages, answer, body.get("max_tokens", 16)),
+        }
+        if fault == "nousage":
+            del completion["usage"]
+        data = json.dumps(completion).encode()
+        if fault == "truncated":
+            self._send(handler, 200, data[: len(data) // 2])
+            return
+        with self.lock:  # produced = paid, whether or not the client still reads it
+            self.answered[json.dumps(body, sort_keys=True)] += 1
+        self._send(handler, 200, data)
