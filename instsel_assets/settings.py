@@ -31,3 +31,8 @@ def sql_models_dir() -> Path:
 def loss_cache_dir() -> Path:
     """The loss engine's result shards (``INSTSEL_LOSS_CACHE``, default ``<storage>/cache/loss``)."""
     return Path(os.environ.get("INSTSEL_LOSS_CACHE", storage_root() / "cache" / "loss")).resolve()
+
+
+def judge_cache_dir() -> Path:
+    """The judge engine's reply shards (``INSTSEL_JUDGE_CACHE``, default ``<storage>/cache/judge``)."""
+    return Path(os.environ.get("INSTSEL_JUDGE_CACHE", storage_root() / "cache" / "judge")).resolve()

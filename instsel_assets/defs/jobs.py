@@ -2,7 +2,8 @@
 
 1. ``prepare_pool_job`` (unpartitioned): raw datasets -> pool -> features -> SQL models -> the demo's LM
    scores (IFD with its pre-experienced model, Superfiltering, perplexity). ``trainable_llm_scores_job``
-   computes every trainable-LLM score (family 2), the slow ones included.
+   computes every trainable-LLM score (family 2), the slow ones included; ``judge_scores_job`` every judge
+   score (family 3) through the ``judge`` resource.
 2. ``select_and_train_job`` (one run per selection partition): subset -> checkpoint.
 3. ``evaluate_job`` (unpartitioned): every checkpoint -> evaluation report.
 """
@@ -26,6 +27,12 @@ trainable_llm_scores_job = dg.define_asset_job(
     description="Every trainable-LLM score (docs/METHODS.md family 2) on the current pool: IFD, Superfiltering, "
                 "perplexity, prompt uncertainty, Nuggets, self-curation, DiverseEvol, the TEGIT discriminator.",
 )
+judge_scores_job = dg.define_asset_job(
+    "judge_scores_job",
+    selection=dg.AssetSelection.groups("judge_scores"),
+    description="Every judge score (docs/METHODS.md family 3, the `judge` resource): AlpaGasus, DEITA, InsTag, LIFT, "
+                "Tree-Instruct, WaveCoder. Set dry_run in an asset's config to see what a run would send first.",
+)
 select_and_train_job = dg.define_asset_job(
     "select_and_train_job",
     selection=dg.AssetSelection.groups("selection", "training"),
@@ -37,4 +44,4 @@ evaluate_job = dg.define_asset_job(
     description="Held-out loss of the base model and every checkpoint; the comparison report.",
 )
 
-JOBS = [prepare_pool_job, trainable_llm_scores_job, select_and_train_job, evaluate_job]
+JOBS = [prepare_pool_job, trainable_llm_scores_job, judge_scores_job, select_and_train_job, evaluate_job]

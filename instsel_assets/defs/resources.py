@@ -1,4 +1,4 @@
-"""Resources: the models every stage shares, and the storage the tables and artefacts live in.
+"""Resources: the models every stage shares, the judge, and the storage the tables and artefacts live in.
 
 Loaded models are cached per process, keyed by their settings, so one run that scores, trains
 and evaluates loads each model once.
@@ -6,9 +6,13 @@ and evaluates loads each model once.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import threading
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import dagster as dg
 from pydantic import Field
@@ -109,6 +113,193 @@ class EmbeddingModelResource(dg.ConfigurableResource):
         return {"model": self.model, "batch_size": self.batch_size}
 
 
+JUDGE_BACKENDS = ("local", "openai")
+
+
+class JudgeResource(dg.ConfigurableResource):
+    """The judge of the powerful-LLM methods (AlpaGasus, DEITA, InsTag, LIFT, Tree-Instruct, WaveCoder): the
+    backend the judge engine sends requests to, its cache, retries and budget.
+
+    ``backend="local"`` (the embedded default) runs ``model`` in-process (the packaged SmolLM2-135M-Instruct,
+    no key, no network); ``backend="openai"`` sends to any OpenAI-compatible endpoint (OpenAI, vLLM,
+    llama.cpp server) at ``base_url``. The API key is handed to the client and nowhere else: it is not in
+    ``settings_dict()``, the metadata, the logs or the error messages.
+    """
+
+    backend: str = Field(
+        default="local",
+        description="'local' (in-process transformers model, the embedded default) or 'openai' (any "
+                    "OpenAI-compatible chat-completions endpoint: OpenAI, vLLM, llama.cpp server).")
+    model: str = Field(
+        default="packaged:smollm2-135m-instruct",
+        description="local: a Hugging Face id or local directory ('packaged:smollm2-135m-instruct' is the packaged "
+                    "SmolLM2-135M-Instruct); openai: the API model name, e.g. 'gpt-4o-mini'.")
+    base_url: str | None = Field(
+        default=None,
+        description="openai: the endpoint, e.g. 'http://localhost:8000/v1' for vLLM; default "
+                    "https://api.openai.com/v1. Unused by the local backend.")
+    api_key: str | None = Field(
+        default=None, repr=False,
+        description="openai: the API key. The definitions set it from INSTSEL_JUDGE_API_KEY when that variable is "
+                    "set (else the client reads OPENAI_API_KEY); never written to metadata or logs. Use the "
+                    "variable: a key typed into run config is stored with the run. A server other than "
+                    "api.openai.com may need none.")
+    organization: str | None = Field(
+        default=None, repr=False,
+        description="openai: the organization id (from INSTSEL_JUDGE_ORGANIZATION when set).")
+    concurrency: int = Field(default=4, description="openai: requests in flight at once.")
+    max_attempts: int = Field(
+        default=5,
+        description="Attempts per request for timeouts, connection errors, HTTP 429 and 5xx (exponential backoff "
+                    "with jitter, at least the server's Retry-After).")
+    timeout_s: float = Field(default=60.0, description="openai: seconds per attempt.")
+    max_tokens_budget: int | None = Field(
+        default=None,
+        description="Cap on the prompt + completion tokens one asset's run may send (each request's worst case is "
+                    "reserved before it is sent); the rows left unsent get judge_status 'budget'. None: no cap.")
+    max_cost_budget: float | None = Field(
+        default=None,
+        description="Cap on one asset's run cost, in the currency of `prices` (needs a price for `model`). None: no "
+                    "cap.")
+    prices: Any = Field(
+        default_factory=dict,
+        description="Prices per model, a mapping or its JSON text: {\"gpt-4o-mini\": {\"input_per_million\": 0.15, "
+                    "\"output_per_million\": 0.6}}. Empty (the default): the cost is reported as unknown and "
+                    "max_cost_budget cannot be used.")
+    use_cache: bool = Field(
+        default=True,
+        description="Keep every answer in the judge cache (INSTSEL_JUDGE_CACHE, default .instsel/cache/judge), keyed "
+                    "by a hash of the exact request and the backend: a paid answer is never paid again and an "
+                    "interrupted run resumes.")
+    batch_size: int = Field(default=8, description="local: rating requests per forward pass.")
+    max_length: int = Field(
+        default=2048,
+        description="local: longest prompt in tokens; a longer one is not cut (the judge's instructions would be "
+                    "lost): its row gets judge_status 'failed' with 'prompt too long'.")
+    dtype: str = Field(default="auto", description="local: 'auto' (bf16 where native), 'float32' or 'bfloat16'.")
+    device: str = Field(default="auto", description="local: 'auto' (CUDA when present), 'cpu' or 'cuda'.")
+
+    def _check(self) -> None:
+        if self.backend not in JUDGE_BACKENDS:
+            raise ValueError(f"judge: backend must be one of {list(JUDGE_BACKENDS)}, got {self.backend!r}")
+        if self.backend == "openai" and self.model.startswith("packaged:"):
+            raise ValueError(f"judge: backend 'openai' needs the API model name in `model` (e.g. 'gpt-4o-mini'), "
+                             f"not the packaged local model {self.model!r}")
+
+    def backend_instance(self):
+        """A judge backend: ``LocalBackend`` over the process-cached model (shared with ``LanguageModelResource``
+        at the same settings), or ``OpenAIBackend``. The local backend's model name, which enters every cache
+        key, is ``<model>@<dtype>``, so answers computed at another precision are not reused."""
+        self._check()
+        if self.backend == "openai":
+            from instsel_assets.judge.backends import OpenAIBackend
+
+            if not self.base_url and not self.api_key and not os.environ.get("OPENAI_API_KEY"):
+                raise ValueError("judge: backend 'openai' at https://api.openai.com/v1 needs an API key: set "
+                                 "INSTSEL_JUDGE_API_KEY (or OPENAI_API_KEY) before the definitions load, or set "
+                                 "base_url to a server that needs none")
+            return OpenAIBackend(self.model, base_url=self.base_url, api_key=self.api_key or None,
+                                 organization=self.organization or None, timeout=self.timeout_s)
+        from instsel_assets.judge.backends import LocalBackend
+        from instsel_assets.models.loading import dtype_name, load_causal_lm
+
+        model, tokenizer = _cached(("lm", self.model, self.dtype, self.device),
+                                   lambda: load_causal_lm(self.model, dtype=self.dtype, device=self.device))
+        name = f"{self.model}@{dtype_name(next(model.parameters()).dtype)}"
+        return LocalBackend(model, tokenizer, name, max_length=self.max_length, batch_size=self.batch_size)
+
+    def cache(self):
+        """The ``JudgeCache`` at ``settings.judge_cache_dir()``, or None when ``use_cache`` is off."""
+        if not self.use_cache:
+            return None
+        from instsel_assets.judge.cache import JudgeCache
+
+        return JudgeCache(settings.judge_cache_dir())
+
+    def price_table(self, backend_model: str | None = None) -> dict[str, Any]:
+        """``prices`` as ``{model: Price}``; ``ValueError`` naming the model for a malformed entry. The price of
+        ``model`` is also filed under ``backend_model`` (the local backend's ``<model>@<dtype>``)."""
+        from instsel_assets.judge.engine import Price
+
+        raw = self.prices
+        if isinstance(raw, str):
+            try:
+                raw = json.loads(raw) if raw.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"judge: prices is not valid JSON ({exc.msg} at character {exc.pos})") from None
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"judge: prices must map model names to prices, got {type(raw).__name__}")
+        table: dict[str, Any] = {}
+        for name, entry in raw.items():
+            fields = ("input_per_million", "output_per_million")
+            if not isinstance(entry, Mapping) or set(entry) != set(fields):
+                raise ValueError(f"judge: prices[{name!r}] must be {{\"input_per_million\": x, "
+                                 f"\"output_per_million\": y}}, got {entry!r}")
+            try:
+                table[str(name)] = Price(float(entry[fields[0]]), float(entry[fields[1]]))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"judge: prices[{name!r}]: {exc}") from None
+        if backend_model and backend_model not in table and self.model in table:
+            table[backend_model] = table[self.model]
+        return table
+
+    def budget(self, backend_model: str | None = None):
+        """The engine's ``Budget`` (caps and prices), or None when there is neither a cap nor a price.
+        ``ValueError`` for a cap below zero or ``max_cost_budget`` without a price for the model."""
+        from instsel_assets.judge.engine import Budget
+
+        prices = self.price_table(backend_model)
+        if self.max_tokens_budget is None and self.max_cost_budget is None and not prices:
+            return None
+        if self.max_cost_budget is not None:
+            if not math.isfinite(self.max_cost_budget) or self.max_cost_budget < 0:
+                raise ValueError(f"judge: max_cost_budget must be a finite number >= 0, got {self.max_cost_budget}")
+            if (backend_model or self.model) not in prices:
+                raise ValueError(f"judge: max_cost_budget is set but prices has no entry for model {self.model!r} "
+                                 f"(prices for: {sorted(prices) or 'none'})")
+        if self.max_tokens_budget is not None and self.max_tokens_budget < 0:
+            raise ValueError(f"judge: max_tokens_budget must be >= 0, got {self.max_tokens_budget}")
+        return Budget(max_tokens=self.max_tokens_budget, max_cost=self.max_cost_budget, prices=prices)
+
+    def settings_dict(self) -> dict[str, Any]:
+        """The settings for metadata: no key, no organization, no credentials in the URL."""
+        base_url = self.base_url
+        if base_url:
+            parts = urlsplit(base_url)
+            if parts.username is not None or parts.password is not None:
+                host = (parts.hostname or "") + (f":{parts.port}" if parts.port is not None else "")
+                base_url = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+        out: dict[str, Any] = {"backend": self.backend, "model": self.model}
+        if self.backend == "openai":
+            out.update({"base_url": base_url, "api_key_set": bool(self.api_key),
+                        "organization_set": bool(self.organization), "concurrency": self.concurrency,
+                        "timeout_s": self.timeout_s})
+        else:
+            out.update({"dtype": self.dtype, "device": self.device, "batch_size": self.batch_size,
+                        "max_length": self.max_length})
+        try:
+            prices = {k: {"input_per_million": p.input_per_million, "output_per_million": p.output_per_million}
+                      for k, p in self.price_table().items()}
+        except ValueError:
+            prices = "invalid"
+        out.update({"max_attempts": self.max_attempts, "max_tokens_budget": self.max_tokens_budget,
+                    "max_cost_budget": self.max_cost_budget, "prices": prices, "use_cache": self.use_cache,
+                    "cache_dir": str(settings.judge_cache_dir()) if self.use_cache else None})
+        return out
+
+
+def judge_resource() -> JudgeResource:
+    """The default judge: the local packaged model; the API key and organization come from
+    ``INSTSEL_JUDGE_API_KEY`` / ``INSTSEL_JUDGE_ORGANIZATION`` (as ``dg.EnvVar``, read when a run starts) only
+    when those variables are set, so the embedded default needs no key."""
+    secrets = {field: dg.EnvVar(var) for field, var in (("api_key", "INSTSEL_JUDGE_API_KEY"),
+                                                          ("organization", "INSTSEL_JUDGE_ORGANIZATION"))
+               if os.environ.get(var)}
+    return JudgeResource(**secrets)
+
+
 def duckdb_path() -> str:
     return os.environ.get("INSTSEL_DUCKDB", str(settings.storage_root() / "instsel.duckdb"))
 
@@ -131,4 +322,6 @@ def default_resources() -> dict[str, Any]:
         # so its loss passes are shared through the cache with perplexity_scores.
         "filter_model": LanguageModelResource(),
         "embedding_model": EmbeddingModelResource(),
+        # The judge of the powerful-LLM methods (defs/judge.py): the packaged SmolLM2 in-process by default.
+        "judge": judge_resource(),
     }

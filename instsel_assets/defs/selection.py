@@ -27,7 +27,10 @@ CODE_VERSION = code_version_of(
     "instsel_assets.selection.facility_location", "instsel_assets.selection.perplexity_lowest",
     "instsel_assets.selection.prompt_uncertainty_top", "instsel_assets.selection.nuggets_top",
     "instsel_assets.selection.self_curation_threshold", "instsel_assets.selection.diverseevol_rank",
-    "instsel_assets.selection.tegit_accept")
+    "instsel_assets.selection.tegit_accept", "instsel_assets.selection.alpagasus_threshold",
+    "instsel_assets.selection.deita_score_first", "instsel_assets.selection.instag_complexity_first",
+    "instsel_assets.selection.lift_variance", "instsel_assets.selection.tree_instruct_threshold",
+    "instsel_assets.selection.wavecoder_pass")
 
 # Which asset computes each column a selector may read. The pool's own tables (metric_features,
 # length_indicators) are always loaded; the score assets only when their columns are read.
@@ -42,6 +45,14 @@ COLUMN_ASSETS = {
     "self_curation_score": "self_curation_scores",
     "diverseevol_rank": "diverseevol_ranks",
     "tegit_good_prob": "tegit_scores",
+    # Judge tables (defs/judge.py); instag_tags holds the tags normalised over the pool (the raw ones are
+    # instag_tags_raw, not read by the selector).
+    "alpagasus_score": "alpagasus_scores",
+    "deita_evol_score": "deita_scores",
+    "instag_tags": "instag_tags",
+    "lift_score": "lift_scores",
+    "tree_nodes": "tree_instruct_scores",
+    "wavecoder_pass": "wavecoder_scores",
 }
 SCORE_ASSETS = tuple(sorted({a for a in COLUMN_ASSETS.values() if a not in ("metric_features", "length_indicators")}))
 

@@ -17,6 +17,14 @@ import pandas as pd
 
 Expectation = tuple[str, dict[str, Any]]
 
+_JUDGE_TABLE: list[Expectation] = [
+    ("ExpectColumnValuesToNotBeNull", {"column": "id"}),
+    ("ExpectColumnValuesToBeUnique", {"column": "id"}),
+    ("ExpectColumnValuesToBeInSet", {"column": "judge_status",
+                                     "value_set": ["ok", "unparsable", "failed", "budget", "not_judgeable"]}),
+    ("ExpectColumnValuesToNotBeNull", {"column": "judge_raw"}),
+]
+
 SUITES: dict[str, list[Expectation]] = {
     "instruction_pool": [
         ("ExpectColumnValuesToNotBeNull", {"column": "id"}),
@@ -81,6 +89,37 @@ SUITES: dict[str, list[Expectation]] = {
     "tegit_scores": [
         ("ExpectColumnValuesToBeUnique", {"column": "id"}),
         ("ExpectColumnValuesToBeBetween", {"column": "tegit_good_prob", "min_value": 0.0, "max_value": 1.0}),
+    ],
+    # Judge tables (defs/judge.py): every pool row once, with its status and raw replies; the score columns are
+    # null on the rows that are not "ok" (null values are not checked by the range expectations).
+    "alpagasus_scores": [
+        *_JUDGE_TABLE,
+        ("ExpectColumnValuesToBeBetween", {"column": "alpagasus_score", "min_value": 0.0, "max_value": 5.0}),
+    ],
+    "deita_scores": [
+        *_JUDGE_TABLE,
+        ("ExpectColumnValuesToBeBetween", {"column": "deita_complexity", "min_value": 1.0, "max_value": 6.0}),
+        ("ExpectColumnValuesToBeBetween", {"column": "deita_quality", "min_value": 1.0, "max_value": 6.0}),
+        ("ExpectColumnValuesToBeBetween", {"column": "deita_evol_score", "min_value": 1.0}),
+    ],
+    "instag_tags": [
+        *_JUDGE_TABLE,
+        ("ExpectColumnValuesToBeBetween", {"column": "instag_n_tags_raw", "min_value": 1}),
+        ("ExpectColumnValuesToBeBetween", {"column": "instag_n_tags", "min_value": 0}),
+    ],
+    "lift_scores": [
+        *_JUDGE_TABLE,
+        *[("ExpectColumnValuesToBeBetween", {"column": f"lift_{c}", "min_value": 1.0, "max_value": 10.0})
+          for c in ("accuracy", "explainability", "clarity", "difficulty", "length", "score")],
+    ],
+    "tree_instruct_scores": [
+        *_JUDGE_TABLE,
+        ("ExpectColumnValuesToBeBetween", {"column": "tree_nodes", "min_value": 1, "max_value": 1000}),
+    ],
+    "wavecoder_scores": [
+        *_JUDGE_TABLE,
+        ("ExpectColumnValuesToBeInSet", {"column": "wavecoder_subtopic",
+                                         "value_set": ["generation", "summarization", "translation", "repair"]}),
     ],
     "selected_subsets": [
         ("ExpectColumnValuesToNotBeNull", {"column": "id"}),

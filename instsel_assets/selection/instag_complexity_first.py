@@ -27,8 +27,8 @@ from instsel_assets.selection.random_subset import check_budget, require_columns
 
 
 def _tags(value, row_id: str) -> frozenset[str]:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return frozenset()
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return frozenset()  # pd.NA: how DuckDB returns a NULL list
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
         raise ValueError(f"selector 'instag': row {row_id!r}, field 'instag_tags' must be a list of tags, "
                          f"got {type(value).__name__}")

@@ -50,7 +50,9 @@ def test_every_asset_has_a_check_and_a_code_version():
 
 GPU_ASSETS = {"ifd_pre_experienced_model", "ifd_scores", "superfiltering_scores", "perplexity_scores",
               "prompt_uncertainty_scores", "nuggets_scores", "self_curation_scores", "diverseevol_ranks",
-              "tegit_discriminator", "tegit_scores", "finetuned_checkpoints", "evaluation_reports"}
+              "tegit_discriminator", "tegit_scores", "finetuned_checkpoints", "evaluation_reports",
+              "alpagasus_scores", "deita_scores", "instag_tags", "lift_scores", "tree_instruct_scores",
+              "wavecoder_scores"}
 
 
 def test_gpu_steps_request_a_gpu_and_cpu_steps_do_not():
@@ -70,7 +72,8 @@ def test_gpu_steps_request_a_gpu_and_cpu_steps_do_not():
 def test_jobs_resolve():
     from definitions import defs
 
-    for name in ("prepare_pool_job", "trainable_llm_scores_job", "select_and_train_job", "evaluate_job"):
+    for name in ("prepare_pool_job", "trainable_llm_scores_job", "judge_scores_job", "select_and_train_job",
+                 "evaluate_job"):
         assert isinstance(defs.resolve_job_def(name), dg.JobDefinition)
     assert defs.resolve_job_def("select_and_train_job").partitions_def is not None
 
@@ -91,3 +94,28 @@ def test_every_trainable_llm_scorer_has_an_asset_and_every_selection_a_partition
         score_assets = {COLUMN_ASSETS[c] for c in selector.columns if c in COLUMN_ASSETS}
         assert score_assets and score_assets <= keys, name
     assert "ifd_pre_experienced_model" in keys and "tegit_discriminator" in keys
+
+
+def test_every_judge_scorer_has_an_asset_and_every_judge_selection_a_partition():
+    """docs/METHODS.md family 3: each pool-scoring judge template is a registered scorer whose columns an asset of
+    the judge_scores group writes, and its selection reads them from that asset."""
+    from definitions import defs
+    from instsel_assets import registry
+    from instsel_assets.defs.selection import COLUMN_ASSETS
+    from instsel_assets.selection.plan import DEMO_SELECTIONS, selection_names
+
+    registry.load_all()
+    graph = defs.resolve_asset_graph()
+    judge_assets = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).group_name == "judge_scores"}
+    assert judge_assets == {"alpagasus_scores", "deita_scores", "instag_tags", "lift_scores", "tree_instruct_scores",
+                            "wavecoder_scores"}
+    for name in ("alpagasus", "deita", "instag", "lift", "tree_instruct", "wavecoder"):
+        assert name in selection_names() and name not in DEMO_SELECTIONS
+        assert registry.get_scorer(name).family == "powerful-llm"
+        selector = registry.get_selector(name)
+        read = {COLUMN_ASSETS[c] for c in selector.columns if c in COLUMN_ASSETS} & judge_assets
+        assert len(read) == 1, name
+    assert COLUMN_ASSETS["instag_tags"] == "instag_tags"  # the normalised tags; the raw ones are instag_tags_raw
+    selected = graph.get(dg.AssetKey("selected_subsets"))
+    assert judge_assets <= {k.to_user_string() for k in selected.parent_keys}
+    assert "judge" in defs.resources

@@ -120,3 +120,21 @@ def test_a_selector_that_fills_the_budget_must_return_exactly_the_budget(tmp_pat
     output, checks = _select("random", tmp_path, monkeypatch)
     assert len(output.value) == 5 and checks["size_fits_budget"].passed
     assert checks["size_fits_budget"].metadata["fills_budget"].value is True
+
+
+def test_the_instag_selection_reads_the_normalised_tags(tmp_path, monkeypatch):
+    db = tmp_path / "t.duckdb"
+    monkeypatch.setenv("INSTSEL_DUCKDB", str(db))
+    ids = [f"r{i}" for i in range(10)]
+    normalised = [["math", "code", "poem"], ["math"]] + [[]] * 7 + [None]
+    raw = [["Math"], ["Math"]] + [[f"raw tag {i}", f"other {i}"] for i in range(2, 10)]
+    tags = pd.DataFrame({"id": ids, "instag_tags": normalised, "instag_tags_raw": raw})  # noqa: F841 - read by duckdb
+    con = duckdb.connect(str(db))
+    con.execute("create schema if not exists public")
+    con.execute("create table public.instag_tags as select * from tags")
+    con.close()
+    output, checks = _select("instag", tmp_path, monkeypatch)
+    # Complexity-first on the normalised tags: r0 covers every tag in the first pass, r1 opens the second.
+    assert list(output.value["id"]) == ["r0", "r1"]
+    assert output.metadata["columns_read"].value == ["id", "instag_tags"]
+    assert checks["size_fits_budget"].passed

@@ -45,6 +45,11 @@ def test_ties_by_id_numpy_arrays_and_order_independence():
     assert select_instag(frame(TAGS), 0) == [] and select_instag(frame(TAGS).iloc[:0], 5) == []
 
 
+def test_null_tags_as_duckdb_returns_them_are_no_tags():
+    rows = pd.DataFrame({"id": ["a", "b", "c"], "instag_tags": pd.Series([["t1"], pd.NA, np.nan], dtype=object)})
+    assert select_instag(rows, 3) == ["a"]
+
+
 def test_errors_name_the_row_and_field():
     with pytest.raises(ValueError, match=r"row 'bad', field 'instag_tags' must be a list"):
         select_instag(frame({"ok": ["a"], "bad": "a, b"}), 3)
