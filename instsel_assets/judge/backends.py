@@ -330,8 +330,8 @@ class LocalBackend:
     right after the same text (prefix + digit tokenised together); a tokenizer that merges the prefix's
     trailing space with some digits only is refused with a ``ValueError`` naming them.
 
-    Other requests: greedy generation (``model.generate``, ``do_sample=False``, ``max_new_tokens =
-    request.max_tokens``), decoded without special tokens; ``finish_reason`` "stop" when the model emitted
+    Other requests: greedy generation in left-padded, length-sorted batches of ``batch_size``
+    (``model.generate``, ``do_sample=False``, ``max_new_tokens = request.max_tokens``), decoded without special tokens; ``finish_reason`` "stop" when the model emitted
     its end-of-sequence token, else "length". The local backend is deterministic: ``temperature`` and
     ``extra`` are not used (they still enter the cache key).
 
@@ -420,14 +420,19 @@ class LocalBackend:
 
     def complete_many(self, requests: Sequence[JudgeRequest]) -> list[JudgeReply]:
         """Answers in input order. Rating requests are batched through ``candidate_logprobs`` (one batch
-        per digit range); other requests are generated one by one. A request the model cannot answer gets a
-        reply with ``error`` set ("prompt too long: ...", "rating tokenization: ...")."""
+        per digit range); other requests are generated in batches of ``batch_size``. A request the model
+        cannot answer gets a reply with ``error`` set ("prompt too long: ...", "rating tokenization: ...")."""
         with self._lock:
             replies: list[JudgeReply | None] = [None] * len(requests)
             groups: dict[tuple[int, int, str], list[tuple[int, list[int]]]] = {}
+            generations: list[tuple[int, list[int], int]] = []  # (index, prompt ids, max new tokens)
             for i, request in enumerate(requests):
                 if request.rating is None:
-                    replies[i] = self._generate(request, i)
+                    ids = self._ids(self._rendered(request))
+                    if len(ids) > self.max_length:
+                        replies[i] = self._too_long(len(ids), i)
+                    else:
+                        generations.append((i, ids, int(request.max_tokens)))
                     continue
                 prompt_or_error = self._rating_prompt(request, i)
                 if isinstance(prompt_or_error, JudgeReply):
@@ -438,6 +443,8 @@ class LocalBackend:
             for (low, high, prefix), members in groups.items():
                 for i, reply in zip((m[0] for m in members), self._rate(low, high, prefix, [m[1] for m in members])):
                     replies[i] = reply
+            for i, reply in self._generate_many(generations).items():
+                replies[i] = reply
             return [r for r in replies if r is not None]
 
     def _too_long(self, n_tokens: int, index: int) -> JudgeReply:
@@ -476,32 +483,54 @@ class LocalBackend:
                                   digit_probs={int(d): float(q) for d, q in zip(range(low, high + 1), p)}))
         return out
 
-    def _generate(self, request: JudgeRequest, index: int) -> JudgeReply:
+    def _generate_many(self, items: list[tuple[int, list[int], int]]) -> dict[int, JudgeReply]:
+        """Greedy replies for ``(index, prompt ids, max new tokens)``: prompts of the same ``max new tokens``
+        are sorted by length and generated ``batch_size`` at a time, LEFT-padded with an attention mask (so
+        every row's next token follows its own last token; the model derives positions from the mask). A
+        row stops at its end-of-sequence token; the tokens generated after it in the batch are dropped."""
         import torch
 
         from instsel_assets.scoring.loss_engine import _input_device
 
-        ids = self._ids(self._rendered(request))
-        if len(ids) > self.max_length:
-            return self._too_long(len(ids), index)
+        out: dict[int, JudgeReply] = {}
+        if not items:
+            return out
         device = _input_device(self.lm)
-        input_ids = torch.tensor([ids], dtype=torch.long, device=device)
         eos = self.tokenizer.eos_token_id
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
+        if pad is None:
+            pad = 0
+        by_budget: dict[int, list[tuple[int, list[int]]]] = {}
+        for index, ids, max_new in items:
+            by_budget.setdefault(max_new, []).append((index, ids))
         was_training = self.lm.training
         self.lm.eval()
         try:
-            with torch.inference_mode():
-                out = self.lm.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                                       max_new_tokens=int(request.max_tokens), do_sample=False,
-                                       pad_token_id=pad, eos_token_id=eos)
+            for max_new, members in by_budget.items():
+                members.sort(key=lambda m: (-len(m[1]), m[0]))
+                for b in range(0, len(members), self.batch_size):
+                    batch = members[b: b + self.batch_size]
+                    width = max(len(ids) for _, ids in batch)
+                    input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+                    attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+                    for r, (_, ids) in enumerate(batch):
+                        input_ids[r, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+                        attention_mask[r, width - len(ids):] = 1
+                    with torch.inference_mode():
+                        generated = self.lm.generate(input_ids=input_ids.to(device),
+                                                     attention_mask=attention_mask.to(device),
+                                                     max_new_tokens=max_new, do_sample=False,
+                                                     pad_token_id=pad, eos_token_id=eos)
+                    for r, (index, ids) in enumerate(batch):
+                        new = [int(t) for t in generated[r, width:].tolist()]
+                        finish = "length"
+                        if eos is not None and eos in new:
+                            new = new[: new.index(eos) + 1]
+                            finish = "stop"
+                        text = self.tokenizer.decode(new, skip_special_tokens=True)
+                        out[index] = JudgeReply(text=text, prompt_tokens=len(ids), completion_tokens=len(new),
+                                                finish_reason=finish)
         finally:
             if was_training:
                 self.lm.train()
-        new = [int(t) for t in out[0, len(ids):].tolist()]
-        finish = "length"
-        if eos is not None and eos in new:
-            new = new[: new.index(eos) + 1]
-            finish = "stop"
-        text = self.tokenizer.decode(new, skip_special_tokens=True)
-        return JudgeReply(text=text, prompt_tokens=len(ids), completion_tokens=len(new), finish_reason=finish)
+        return out

@@ -250,6 +250,18 @@ def test_local_generation_is_greedy(tiny_lm):
     assert backend.complete(request) == reply  # deterministic
 
 
+def test_local_generation_in_left_padded_batches_equals_one_at_a_time(tiny_lm):
+    model, tokenizer = tiny_lm
+    prompts = ["Write a short poem about the sea.", "Red?", "三原色是什么？", "List five animals that live in the ocean.",
+               "def add(a, b):"]
+    requests = [req(p, max_tokens=5) for p in prompts] + [req("Bonjour.", max_tokens=3)]
+    batched = LocalBackend(model, tokenizer, "tiny", batch_size=4).complete_many(requests)
+    alone = [LocalBackend(model, tokenizer, "tiny", batch_size=1).complete(r) for r in requests]
+    assert [r.text for r in batched] == [r.text for r in alone]  # padding never changes a greedy reply
+    assert [r.completion_tokens for r in batched] == [r.completion_tokens for r in alone]
+    assert batched[-1].completion_tokens <= 3
+
+
 def test_local_refuses_what_it_cannot_answer(tiny_lm):
     model, tokenizer = tiny_lm
     backend = LocalBackend(model, tokenizer, "tiny", max_length=50)
