@@ -9,8 +9,9 @@ message ``SYSTEM_PROMPT`` and a user message with the question, the two answers 
 a space, then an explanation. MT-Bench's later pairwise prompt gives a verdict ([[A]]/[[B]]/[[C]])
 instead of scores; the survey's winning score needs scores, so the Vicuna prompt is used.
 
-Rows: this is not a pool scorer (a row is an evaluation item, not a training example), so it is not registered
-with the method registry; the evaluation code uses ``TEMPLATE``, :func:`verdict` and :func:`winning_score`.
+Rows: this is not a pool scorer (a row is an evaluation item, not a training example). It is registered as
+``pairwise_judge`` so that the method list shows it with the other judge templates; the evaluation code uses
+``TEMPLATE``, :func:`verdict` and :func:`winning_score`.
 A row is a mapping with ``question``, ``answer_a`` and ``answer_b`` (``id`` optional, for messages). ``build``
 makes two requests: (A as Assistant 1, B as Assistant 2), then (B as Assistant 1, A as Assistant 2); a row with
 an empty question or answer cannot be judged (``[]``).
@@ -37,6 +38,7 @@ from typing import Any
 
 from instsel_assets.judge.templates._common import NUMBER, check_range, clean_lines, messages, require_text, row_id
 from instsel_assets.judge.types import JudgeRequest, JudgeTemplate, ReplyParseError
+from instsel_assets.registry import register_scorer
 
 SYSTEM_PROMPT = "You are a helpful and precise assistant for checking the quality of the answer."
 REVIEW_PROMPT = ("We would like to request your feedback on the performance of two AI assistants in response to the "
@@ -169,3 +171,16 @@ TEMPLATE = JudgeTemplate(
     combine=combine,
     description="Pairwise evaluation judge (Vicuna/FastChat reviewer prompt), both orders; verdict for answer A.",
 )
+
+
+@register_scorer(
+    "pairwise_judge",
+    family="powerful-llm",
+    paper="Vicuna/FastChat pairwise reviewer prompt, as AlpaGasus and Cherry LLM evaluate (survey section 4)",
+    summary="Evaluation judge, not a pool scorer: rates two answers to one question 1-10, in both orders; a win is "
+            "better both times or better once and tied once; winning score 1 + (win - lose) / all.",
+    writes=COLUMNS,
+)
+def template() -> JudgeTemplate:
+    """The pairwise evaluation judge template (rows: question, answer_a, answer_b)."""
+    return TEMPLATE
