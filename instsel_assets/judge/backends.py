@@ -490,7 +490,7 @@ class LocalBackend:
         row stops at its end-of-sequence token; the tokens generated after it in the batch are dropped."""
         import torch
 
-        from instsel_assets.scoring.loss_engine import _input_device
+        from instsel_assets.scoring.loss_engine import _input_device, attention_backends
 
         out: dict[int, JudgeReply] = {}
         if not items:
@@ -516,7 +516,7 @@ class LocalBackend:
                     for r, (_, ids) in enumerate(batch):
                         input_ids[r, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
                         attention_mask[r, width - len(ids):] = 1
-                    with torch.inference_mode():
+                    with torch.inference_mode(), attention_backends(device):  # no cuDNN per-shape plans
                         generated = self.lm.generate(input_ids=input_ids.to(device),
                                                      attention_mask=attention_mask.to(device),
                                                      max_new_tokens=max_new, do_sample=False,

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from instsel_assets.models import chat
-from instsel_assets.scoring.loss_engine import _input_device, _parts
+from instsel_assets.scoring.loss_engine import _input_device, _parts, attention_backends
 
 POOLINGS = ("mean", "last")
 
@@ -68,7 +68,7 @@ def sequence_embeddings(model, sequences: Sequence[Sequence[int]], *, pad_token_
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), attention_backends(device):  # no per-shape cuDNN plans on CUDA
             for b in range(0, len(order), batch_size):
                 batch = order[b: b + batch_size]
                 vectors = _batch_embeddings(decoder, [sequences[i] for i in batch], pad_token_id, device, pooling)

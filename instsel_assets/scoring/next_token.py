@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from instsel_assets.scoring.loss_engine import _input_device, _parts
+from instsel_assets.scoring.loss_engine import _input_device, _parts, attention_backends
 
 
 # Below this many shared tokens, the copy of the prefix cache per batch is not worth it.
@@ -124,7 +124,7 @@ def candidate_logprobs(model, tokenizer, prompts_ids: Sequence[Sequence[int]], c
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), attention_backends(device):  # no per-shape cuDNN plans on CUDA
             prefix_len = common_prefix_length(seqs) if shared_prefix else 0
             prefix_len = min(prefix_len, min(len(s) for s in seqs) - 1)  # every row keeps >= 1 own token
             prefix_cache = _prefix_cache(decoder, seqs[0][:prefix_len], device) \
