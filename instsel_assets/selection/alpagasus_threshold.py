@@ -11,27 +11,18 @@ Registered selector: ``alpagasus`` (reads ``id``, ``alpagasus_score``).
 
 from __future__ import annotations
 
-import math
-import numbers
-
-import numpy as np
 import pandas as pd
 
 from instsel_assets.registry import register_selector
-from instsel_assets.selection.random_subset import check_budget, require_columns
+from instsel_assets.selection.rating_threshold import check_rating_threshold, rated_at_least
 
 DEFAULT_THRESHOLD = 4.5
 SCALE = (0.0, 5.0)
-_SLACK = 1e-6
 
 
 def check_threshold(threshold) -> float:
     """The threshold as a float on the 0-5 scale; ``ValueError`` naming ``threshold`` otherwise."""
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not math.isfinite(float(threshold)):
-        raise ValueError(f"threshold must be a finite number, got {threshold!r}")
-    if not SCALE[0] <= float(threshold) <= SCALE[1]:
-        raise ValueError(f"threshold must be in [{SCALE[0]:g}, {SCALE[1]:g}] (the rating scale), got {threshold}")
-    return float(threshold)
+    return check_rating_threshold(threshold, SCALE)
 
 
 @register_selector(
@@ -49,23 +40,5 @@ def select_alpagasus(candidates: pd.DataFrame, budget: int, *, seed: int = 0,
     ``seed`` is unused (the rule is deterministic). ``ValueError`` for a missing column, a bad ``budget`` or
     ``threshold``, or a score that is not a number in [0, 5] (naming the row id and field).
     """
-    require_columns(candidates, ("id", "alpagasus_score"), "alpagasus")
-    budget = check_budget(budget)
-    threshold = check_threshold(threshold)
-    if budget == 0 or len(candidates) == 0:
-        return []
-    ids = candidates["id"].astype(str).to_numpy()
-    try:
-        score = pd.to_numeric(candidates["alpagasus_score"], errors="raise").to_numpy(dtype="float64")
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"selector 'alpagasus': column 'alpagasus_score' is not numeric ({exc})") from exc
-    lo, hi = SCALE
-    bad = ~np.isnan(score) & ((score < lo - _SLACK) | (score > hi + _SLACK) | ~np.isfinite(score))
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"selector 'alpagasus': row {ids[i]!r}, field 'alpagasus_score' = {score[i]} is outside "
-                         f"the rating scale [{lo:g}, {hi:g}] ({int(bad.sum())} such rows)")
-    frame = pd.DataFrame({"id": ids, "score": score})
-    frame = frame[frame["score"].to_numpy() >= threshold]
-    frame = frame.sort_values(["score", "id"], ascending=[False, True], kind="mergesort")
-    return frame["id"].head(budget).tolist()
+    return rated_at_least(candidates, budget, selector="alpagasus", column="alpagasus_score",
+                          threshold=threshold, scale=SCALE)

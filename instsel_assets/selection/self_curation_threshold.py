@@ -12,29 +12,18 @@ Registered selector: ``self_curation`` (reads ``id``, ``self_curation_score``).
 
 from __future__ import annotations
 
-import math
-import numbers
-
-import numpy as np
 import pandas as pd
 
 from instsel_assets.registry import register_selector
-from instsel_assets.selection.random_subset import check_budget, require_columns
+from instsel_assets.selection.rating_threshold import check_rating_threshold, rated_at_least
 
 DEFAULT_THRESHOLD = 4.5
 RATING_RANGE = (1.0, 5.0)
-# Expected ratings are sums of floats; allow rounding noise at the ends of the scale.
-_RANGE_SLACK = 1e-6
 
 
 def check_threshold(threshold) -> float:
     """The threshold as a float in [1, 5]; ``ValueError`` naming ``threshold`` otherwise."""
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not math.isfinite(float(threshold)):
-        raise ValueError(f"threshold must be a finite number, got {threshold!r}")
-    lo, hi = RATING_RANGE
-    if not lo <= float(threshold) <= hi:
-        raise ValueError(f"threshold must be in [{lo:g}, {hi:g}] (the rating scale), got {threshold}")
-    return float(threshold)
+    return check_rating_threshold(threshold, RATING_RANGE)
 
 
 @register_selector(
@@ -52,23 +41,5 @@ def select_self_curation(candidates: pd.DataFrame, budget: int, *, seed: int = 0
     ``seed`` is unused (the rule is deterministic). Raises ``ValueError`` for a missing column, a bad
     ``budget`` or ``threshold``, or a score that is not a number in [1, 5] (naming the row id).
     """
-    require_columns(candidates, ("id", "self_curation_score"), "self_curation")
-    budget = check_budget(budget)
-    threshold = check_threshold(threshold)
-    if budget == 0 or len(candidates) == 0:
-        return []
-    ids = candidates["id"].astype(str).to_numpy()
-    try:
-        score = pd.to_numeric(candidates["self_curation_score"], errors="raise").to_numpy(dtype="float64")
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"selector 'self_curation': column 'self_curation_score' is not numeric ({exc})") from exc
-    lo, hi = RATING_RANGE
-    bad = ~np.isnan(score) & ((score < lo - _RANGE_SLACK) | (score > hi + _RANGE_SLACK) | ~np.isfinite(score))
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"selector 'self_curation': row {ids[i]!r}, field 'self_curation_score' = {score[i]} "
-                         f"is outside the rating scale [{lo:g}, {hi:g}] ({int(bad.sum())} such rows)")
-    frame = pd.DataFrame({"id": ids, "score": score})
-    frame = frame[frame["score"].to_numpy() >= threshold]  # NaN compares False: unscored rows drop out
-    frame = frame.sort_values(["score", "id"], ascending=[False, True], kind="mergesort")
-    return frame["id"].head(budget).tolist()
+    return rated_at_least(candidates, budget, selector="self_curation", column="self_curation_score",
+                          threshold=threshold, scale=RATING_RANGE)
