@@ -27,7 +27,7 @@ from instsel_assets.defs._common import ProgressLogger, code_version_of, suite_c
 from instsel_assets.defs.k8s import gpu_op_tags
 from instsel_assets.defs.resources import EmbeddingModelResource, JudgeResource
 from instsel_assets.defs.scores import histogram_md
-from instsel_assets.judge.engine import JUDGE_STATUSES, estimate, judge_pool
+from instsel_assets.judge.engine import JUDGE_STATUSES, cap_reply_tokens, estimate, judge_pool
 
 JUDGE_MODULES = ("instsel_assets.judge.engine", "instsel_assets.judge.backends", "instsel_assets.judge.cache",
                  "instsel_assets.judge.types", "instsel_assets.judge.templates._common", "instsel_assets.models.chat",
@@ -95,12 +95,13 @@ def judge_table_asset(name: str, template_module: str, description: str, extra_m
                     check_specs=_checks(name))
 
 
-def pool_requests(pool: pd.DataFrame, template) -> list:
-    """Every request the template builds for the pool, in row order (what ``judge_pool`` will send)."""
+def pool_requests(pool: pd.DataFrame, template, max_reply_tokens: int | None = None) -> list:
+    """Every request the template builds for the pool, in row order, capped at ``max_reply_tokens`` (what
+    ``judge_pool`` will send)."""
     requests = []
     for row in pool.to_dict("records"):
         try:
-            requests.extend(template.build(row))
+            requests.extend(cap_reply_tokens(template.build(row), max_reply_tokens))
         except Exception as exc:
             raise ValueError(f"template {template.name!r}: building the requests of row {row.get('id')!r} failed: "
                              f"{type(exc).__name__}: {exc}") from exc
@@ -123,7 +124,7 @@ def run_judge(context: dg.AssetExecutionContext, config: JudgeConfig, pool: pd.D
     try:
         budget = judge.budget(backend.model)
         cache = judge.cache()
-        requests = pool_requests(pool, template)
+        requests = pool_requests(pool, template, judge.max_reply_tokens)
         est = estimate(requests, backend, cache=cache, prices=budget.prices if budget is not None else None)
         planned = est.summary()
         cost = "unknown (no price)" if est.max_cost is None else f"{est.max_cost:.6g}"
@@ -149,7 +150,7 @@ def run_judge(context: dg.AssetExecutionContext, config: JudgeConfig, pool: pd.D
                 allow_retries=False)
         t0 = time.monotonic()
         table = judge_pool(pool, template, backend, cache=cache, concurrency=judge.concurrency,
-                           max_attempts=judge.max_attempts, budget=budget,
+                           max_attempts=judge.max_attempts, budget=budget, max_reply_tokens=judge.max_reply_tokens,
                            progress=ProgressLogger(context.log, f"{template.name} judge requests"), log=context.log)
         seconds = time.monotonic() - t0
     finally:

@@ -171,7 +171,17 @@ class JudgeResource(dg.ConfigurableResource):
         description="Keep every answer in the judge cache (INSTSEL_JUDGE_CACHE, default .instsel/cache/judge), keyed "
                     "by a hash of the exact request and the backend: a paid answer is never paid again and an "
                     "interrupted run resumes.")
-    batch_size: int = Field(default=8, description="local: rating requests per forward pass.")
+    max_reply_tokens: int | None = Field(
+        default=None,
+        description="Cap on each reply's length in tokens: a request's max_tokens becomes min(the template's, this). "
+                    "Cost control for an API, and time for the local backend on a CPU (a batch generates until its "
+                    "longest reply ends). A reply cut by the cap that does not parse is counted as unparsable. The "
+                    "cap enters the request, so answers under another cap are not reused. None: each template's own "
+                    "(InsTag 1024, Tree-Instruct 512, WaveCoder 500, LIFT 384, AlpaGasus 256, DEITA 16).")
+    batch_size: int = Field(
+        default=8,
+        description="local: requests per forward pass (rating) or per generation batch. On a CPU a larger batch "
+                    "(e.g. 32) generates more replies per second; on a GPU raise it further.")
     max_length: int = Field(
         default=2048,
         description="local: longest prompt in tokens; a longer one is not cut (the judge's instructions would be "
@@ -182,6 +192,9 @@ class JudgeResource(dg.ConfigurableResource):
     def _check(self) -> None:
         if self.backend not in JUDGE_BACKENDS:
             raise ValueError(f"judge: backend must be one of {list(JUDGE_BACKENDS)}, got {self.backend!r}")
+        if self.max_reply_tokens is not None and self.max_reply_tokens < 1:
+            raise ValueError(f"judge: max_reply_tokens must be a positive number of tokens or None, got "
+                             f"{self.max_reply_tokens!r}")
         if self.backend == "openai" and self.model.startswith("packaged:"):
             raise ValueError(f"judge: backend 'openai' needs the API model name in `model` (e.g. 'gpt-4o-mini'), "
                              f"not the packaged local model {self.model!r}")
@@ -284,7 +297,8 @@ class JudgeResource(dg.ConfigurableResource):
                       for k, p in self.price_table().items()}
         except ValueError:
             prices = "invalid"
-        out.update({"max_attempts": self.max_attempts, "max_tokens_budget": self.max_tokens_budget,
+        out.update({"max_reply_tokens": self.max_reply_tokens, "max_attempts": self.max_attempts,
+                    "max_tokens_budget": self.max_tokens_budget,
                     "max_cost_budget": self.max_cost_budget, "prices": prices, "use_cache": self.use_cache,
                     "cache_dir": str(settings.judge_cache_dir()) if self.use_cache else None})
         return out

@@ -18,6 +18,9 @@ Failures are raised as one of two exceptions, so the engine needs no knowledge o
 - ``FatalError``: sending the same request again would fail again (HTTP 4xx other than 429, a response that
   is not valid JSON, a response without choices, a prompt longer than the local model's window).
 
+Either carries ``possibly_billed`` (``BackendError``): whether the server may have run, and billed, the request
+although no answer came back; the engine charges those attempts to the budget.
+
 Secrets: the API key is handed to the ``openai`` client and to nothing else. Error messages are built here
 from the status code and the server's own message with the key redacted (a misbehaving server may echo
 it), and the client's exception (which holds the request and its ``Authorization`` header) is neither
@@ -60,12 +63,19 @@ _KEY_LIKE = re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}")
 # ---------------------------------------------------------------------------------------------- errors
 class BackendError(Exception):
     """A request that got no answer. ``reason`` is a short category used for counting ("http 429",
-    "timeout", "invalid response", ...); ``detail`` says more (never a secret)."""
+    "timeout", "invalid response", ...); ``detail`` says more (never a secret).
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    ``possibly_billed``: the request reached the server and the server may have run the model (and billed it)
+    although no readable answer came back: a read timeout, a connection that broke after the request was
+    sent, a 200 response that cannot be read. The engine charges such an attempt's worst case to the budget,
+    because the provider's bill will hold it. False for failures that cannot have been billed: the connection
+    could not be opened, or the server answered with an error status."""
+
+    def __init__(self, reason: str, detail: str = "", *, possibly_billed: bool = False) -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+        self.possibly_billed = bool(possibly_billed)
 
 
 class RetryableError(BackendError):
@@ -76,8 +86,9 @@ class RetryableError(BackendError):
     """
 
     def __init__(self, status: int | None, retry_after_seconds: float | None = None, *, reason: str | None = None,
-                 detail: str = "") -> None:
-        super().__init__(reason or (f"http {status}" if status is not None else "connection error"), detail)
+                 detail: str = "", possibly_billed: bool = False) -> None:
+        super().__init__(reason or (f"http {status}" if status is not None else "connection error"), detail,
+                         possibly_billed=possibly_billed)
         self.status = status
         self.retry_after_seconds = retry_after_seconds
 
@@ -86,9 +97,21 @@ class FatalError(BackendError):
     """Sending the same request again would fail again: HTTP 4xx other than 429, an invalid response, a
     prompt the local model cannot hold. ``status`` is the HTTP status when there was one."""
 
-    def __init__(self, reason: str, detail: str = "", *, status: int | None = None) -> None:
-        super().__init__(reason, detail)
+    def __init__(self, reason: str, detail: str = "", *, status: int | None = None,
+                 possibly_billed: bool = False) -> None:
+        super().__init__(reason, detail, possibly_billed=possibly_billed)
         self.status = status
+
+
+def _request_was_sent(exc: BaseException) -> bool:
+    """Whether the HTTP request behind an ``openai`` timeout / connection error may have reached the server:
+    False only when the connection itself could not be opened (the HTTP library's ``ConnectError`` /
+    ``ConnectTimeout``), so an unreachable server does not eat the budget; anything else (read timeout,
+    connection closed mid-body) may have been answered and billed. Matched by class name because the
+    ``openai`` client's HTTP library (``httpx`` or ``httpx2``) depends on its version."""
+    cause = exc.__cause__
+    names = {cls.__name__ for cls in type(cause).__mro__} if cause is not None else set()
+    return not names & {"ConnectError", "ConnectTimeout"}
 
 
 # -------------------------------------------------------------------------------------------- protocol
@@ -268,10 +291,16 @@ class OpenAIBackend:
         response: Any = None
         try:
             response = self._client.chat.completions.create(**payload)
-        except openai.APITimeoutError:
-            failure = RetryableError(None, reason="timeout", detail=f"no response within {self.timeout:g} s")
-        except openai.APIConnectionError:
-            failure = RetryableError(None, reason="connection error", detail=f"could not reach {self.backend_id}")
+        except openai.APITimeoutError as exc:
+            sent = _request_was_sent(exc)
+            failure = RetryableError(None, reason="timeout", possibly_billed=sent,
+                                     detail=(f"no response within {self.timeout:g} s" if sent else
+                                             f"could not connect within {self.timeout:g} s"))
+        except openai.APIConnectionError as exc:
+            sent = _request_was_sent(exc)
+            failure = RetryableError(None, reason="connection error", possibly_billed=sent,
+                                     detail=(f"the connection to {self.backend_id} broke before the response was "
+                                             f"complete" if sent else f"could not reach {self.backend_id}"))
         except openai.APIStatusError as exc:
             status = int(exc.status_code)
             message = self._server_message(exc.body)
@@ -280,18 +309,19 @@ class OpenAIBackend:
             else:
                 failure = FatalError(f"http {status}", message, status=status)
         except openai.APIResponseValidationError:
-            failure = FatalError("invalid response", "the response does not match the chat-completion schema")
+            failure = FatalError("invalid response", "the response does not match the chat-completion schema",
+                                 possibly_billed=True)
         except json.JSONDecodeError as exc:  # a body announced as JSON that does not parse (e.g. cut short)
             failure = FatalError("invalid response", f"the response body is not valid JSON (parse error at "
-                                                     f"character {exc.pos})")
+                                                     f"character {exc.pos})", possibly_billed=True)
         if failure is not None:
             raise failure  # outside the except blocks: the client's exception (with its headers) is not chained
         if not isinstance(response, ChatCompletion):
             kind = "text" if isinstance(response, str) else type(response).__name__
             raise FatalError("invalid response", f"the response body is not valid JSON for a chat completion "
-                                                 f"(got {kind})")
+                                                 f"(got {kind})", possibly_billed=True)
         if not response.choices:
-            raise FatalError("invalid response", "the response has no choices")
+            raise FatalError("invalid response", "the response has no choices", possibly_billed=True)
         choice = response.choices[0]
         message = choice.message
         text = (message.content if message is not None and message.content is not None

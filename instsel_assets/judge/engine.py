@@ -20,10 +20,13 @@ order, with the run's accounting (``JudgeRun``). The rules, and why:
   ``prompt_token_bound`` when it has one, else ``count_tokens`` of the messages, plus ``max_tokens``); the
   real usage replaces the reservation when the answer arrives, and a failed request releases it. When the
   next request does not fit even with nothing in flight, sending stops: the remaining requests get
-  ``error="budget"`` replies and ``JudgeRun`` says how many were left unsent. Spent never exceeds the
-  budget as long as the servers bill no more than the bound (true of ``OpenAIBackend``'s bound for
-  byte-level tokenizers) and no more than ``max_tokens`` of completion. A request that timed out may still
-  have been billed by the provider without the engine seeing its usage; it is not counted.
+  ``error="budget"`` replies and ``JudgeRun`` says how many were left unsent. An attempt that failed
+  after the server may have run it (``BackendError.possibly_billed``: a read timeout, a connection broken
+  mid-response, a 200 response that cannot be read) is charged at its reserved worst case, since the
+  provider's bill holds it although the engine never saw its usage, and a retry reserves its worst case
+  anew; when that does not fit, the request fails without a retry. So what the provider bills never exceeds
+  the budget as long as the servers bill no more than the bound (true of ``OpenAIBackend``'s bound for
+  byte-level tokenizers) and no more than ``max_tokens`` of completion.
 - ``estimate`` is the dry run: what a run would send and cost at worst, sending nothing.
 
 ``judge_pool`` applies a ``JudgeTemplate`` to a pool: build the requests of every row, run them, parse every
@@ -98,9 +101,10 @@ class Budget:
 
 
 class _Ledger:
-    """Reserved and spent tokens / cost of one run (main thread only)."""
+    """Reserved and spent tokens / cost of one run; thread-safe (a worker re-reserves before a retry)."""
 
     def __init__(self, budget: Budget | None, price: Price | None) -> None:
+        self._lock = threading.Lock()
         self.max_tokens = budget.max_tokens if budget is not None else None
         self.max_cost = budget.max_cost if budget is not None else None
         self.price = price
@@ -109,6 +113,8 @@ class _Ledger:
         self.reserved_tokens = 0
         self.reserved_cost = 0.0
         self.overruns = 0
+        self.unseen_tokens = 0  # worst cases charged for attempts that may have been billed unseen
+        self.unseen_cost = 0.0
 
     @property
     def limited(self) -> bool:
@@ -120,25 +126,41 @@ class _Ledger:
     def reserve(self, prompt_bound: int, max_completion: int) -> tuple[int, int, float] | None:
         tokens = prompt_bound + max_completion
         cost = self._cost(prompt_bound, max_completion)
-        if self.max_tokens is not None and self.spent_tokens + self.reserved_tokens + tokens > self.max_tokens:
-            return None
-        if self.max_cost is not None and self.spent_cost + self.reserved_cost + cost > self.max_cost:
-            return None
-        self.reserved_tokens += tokens
-        self.reserved_cost += cost
+        with self._lock:
+            if self.max_tokens is not None and self.spent_tokens + self.reserved_tokens + tokens > self.max_tokens:
+                return None
+            if self.max_cost is not None and self.spent_cost + self.reserved_cost + cost > self.max_cost:
+                return None
+            self.reserved_tokens += tokens
+            self.reserved_cost += cost
         return prompt_bound, max_completion, cost
 
-    def release(self, reservation: tuple[int, int, float]) -> None:
+    def _release(self, reservation: tuple[int, int, float]) -> None:
         self.reserved_tokens -= reservation[0] + reservation[1]
         self.reserved_cost -= reservation[2]
 
+    def release(self, reservation: tuple[int, int, float]) -> None:
+        with self._lock:
+            self._release(reservation)
+
+    def charge_worst_case(self, reservation: tuple[int, int, float]) -> None:
+        """An attempt that may have been billed without an answer: its reservation becomes spent."""
+        with self._lock:
+            self._release(reservation)
+            tokens = reservation[0] + reservation[1]
+            self.spent_tokens += tokens
+            self.spent_cost += reservation[2]
+            self.unseen_tokens += tokens
+            self.unseen_cost += reservation[2]
+
     def settle(self, reservation: tuple[int, int, float], prompt: int, completion: int) -> bool:
         """Replace a reservation by the real usage; False when the usage exceeded the reservation."""
-        self.release(reservation)
-        self.spent_tokens += prompt + completion
-        self.spent_cost += self._cost(prompt, completion)
         over = prompt > reservation[0] or completion > reservation[1]
-        self.overruns += int(over and self.limited)
+        with self._lock:
+            self._release(reservation)
+            self.spent_tokens += prompt + completion
+            self.spent_cost += self._cost(prompt, completion)
+            self.overruns += int(over and self.limited)
         return not over
 
 
@@ -179,10 +201,14 @@ class JudgeRun:
     the cache; ``sent`` = distinct keys sent (retries not counted again); ``succeeded`` + sum of ``failed``
     (by reason: "http 429", "timeout", "invalid response", ...) = ``sent``; ``left_unsent`` = distinct keys
     the budget stopped (their replies have ``error="budget"``); ``cache_hits + sent + left_unsent =
-    unique``. ``prompt_tokens`` / ``completion_tokens`` / ``cost`` are what this run's answers used (cost
+    unique``. ``possibly_billed`` counts attempts that failed after the server may have run them (a read
+    timeout, a broken or unreadable response: see ``BackendError.possibly_billed``); ``retries_refused``
+    the requests whose retry did not fit the budget (they fail). ``prompt_tokens`` / ``completion_tokens`` / ``cost`` are what this run's answers used (cost
     None without a price for the model); ``retries`` counts repeated attempts. ``budget`` (None without
-    one): the caps, ``spent_tokens``, ``spent_cost`` and ``over_reservation`` (answers that used more than
-    their reserved worst case; 0 unless a server bills beyond the backend's bound).
+    one): the caps, ``spent_tokens``, ``spent_cost`` (answers' usage plus the worst cases charged for
+    possibly-billed attempts, of which ``charged_unseen_tokens`` / ``charged_unseen_cost``) and
+    ``over_reservation`` (answers that used more than their reserved worst case; 0 unless a server bills
+    beyond the backend's bound).
     """
 
     replies: list[JudgeReply]
@@ -202,6 +228,8 @@ class JudgeRun:
     left_unsent: int
     seconds: float
     budget: dict[str, Any] | None = None
+    possibly_billed: int = 0
+    retries_refused: int = 0
 
     @property
     def n_failed(self) -> int:
@@ -215,7 +243,8 @@ class JudgeRun:
             "failed": dict(sorted(self.failed.items())), "n_failed": self.n_failed, "retries": self.retries,
             "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
             "cost": None if self.cost is None else round(self.cost, 6), "stopped_by_budget": self.stopped_by_budget,
-            "left_unsent": self.left_unsent, "seconds": round(self.seconds, 3), "budget": self.budget,
+            "left_unsent": self.left_unsent, "possibly_billed": self.possibly_billed,
+            "retries_refused": self.retries_refused, "seconds": round(self.seconds, 3), "budget": self.budget,
         }
 
 
@@ -225,6 +254,9 @@ class _Outcome:
     reply: JudgeReply
     reason: str | None  # None: an answer
     retries: int = 0
+    reservation: tuple[int, int, float] | None = None  # the last attempt's, still held (None: charged)
+    possibly_billed: int = 0  # attempts that may have been billed without an answer
+    retry_refused: bool = False
 
 
 def _error_reason(error: str) -> str:
@@ -332,6 +364,7 @@ class _Run:
         self.results: dict[str, JudgeReply] = {}
         self.failed: Counter[str] = Counter()
         self.sent = self.succeeded = self.retries = self.prompt_tokens = self.completion_tokens = 0
+        self.possibly_billed = self.retries_refused = 0
         self.done = self.total = 0
 
     # ------------------------------------------------------------------------------------------ driver
@@ -368,7 +401,10 @@ class _Run:
             budget=None if budget is None else {
                 "max_tokens": budget.max_tokens, "max_cost": budget.max_cost, "spent_tokens": ledger.spent_tokens,
                 "spent_cost": None if price is None else round(ledger.spent_cost, 6),
+                "charged_unseen_tokens": ledger.unseen_tokens,
+                "charged_unseen_cost": None if price is None else round(ledger.unseen_cost, 6),
                 "over_reservation": ledger.overruns},
+            possibly_billed=self.possibly_billed, retries_refused=self.retries_refused,
         )
         reasons = f" {dict(sorted(self.failed.items()))}" if self.failed else ""
         _say(self.logger, "info",
@@ -407,7 +443,9 @@ class _Run:
                 raise RuntimeError(f"{self.backend.backend_id}: complete_many returned {len(replies)} replies for "
                                    f"{len(chunk)} requests")
             for (key, reservation), reply in zip(chunk, replies):
-                self._record(self._finish(key, reply, 0), reservation)
+                outcome = self._finish(key, reply, 0)
+                outcome.reservation = reservation
+                self._record(outcome)
         return list(pending)
 
     def _send_threaded(self, pending: deque[str], concurrency: int) -> list[str]:
@@ -425,13 +463,13 @@ class _Run:
                         break
                     key = pending.popleft()
                     self.sent += 1
-                    in_flight[executor.submit(self._attempts, key)] = (key, reservation)
+                    in_flight[executor.submit(self._attempts, key, reservation)] = key
                 if not in_flight:
                     break
                 finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    key, reservation = in_flight.pop(future)
-                    self._record(future.result(), reservation)
+                    in_flight.pop(future)
+                    self._record(future.result())
             completed = True
         finally:
             if not completed:
@@ -446,19 +484,40 @@ class _Run:
         else:
             self.sleep(seconds)
 
-    def _attempts(self, key: str) -> _Outcome:
-        """Send one request until it is answered, fails for good, or runs out of attempts (worker thread)."""
+    def _attempts(self, key: str, reservation: tuple[int, int, float]) -> _Outcome:
+        """Send one request until it is answered, fails for good, or runs out of attempts (worker thread).
+        ``reservation`` is the first attempt's; an attempt that may have been billed is charged at it, and a
+        retry reserves anew (the outcome carries the reservation still held, or None)."""
         request = self.unique[key]
-        retries = 0
+        retries = billed = 0
+        held: tuple[int, int, float] | None = reservation
+        last: RetryableError | None = None
+
+        def outcome(error: str, reason: str, refused: bool = False) -> _Outcome:
+            return _Outcome(key, JudgeReply(text=None, error=error), reason, retries, held, billed, refused)
+
         for attempt in range(self.max_attempts):
             if self.abort.is_set():
-                return _Outcome(key, JudgeReply(text=None, error="aborted"), "aborted", retries)
+                return outcome("aborted", "aborted")
+            if held is None:  # the previous attempt was charged: the retry needs its own worst case
+                held = self._reserve(key)
+                if held is None:
+                    reason = last.reason if last is not None else "budget"
+                    tries = f"{attempt} attempt" + ("s" if attempt != 1 else "")
+                    return outcome(f"{reason} after {tries}; the budget cannot cover a retry", reason, refused=True)
             try:
                 reply = self.backend.complete(request)
-            except RetryableError as exc:
+            except (RetryableError, FatalError) as exc:
+                if exc.possibly_billed:
+                    billed += 1
+                    if self.ledger.limited:
+                        self.ledger.charge_worst_case(held)
+                        held = None
+                if isinstance(exc, FatalError):
+                    return outcome(str(exc), exc.reason)
+                last = exc
                 if attempt + 1 >= self.max_attempts:
-                    error = f"{exc.reason} after {self.max_attempts} attempts"
-                    return _Outcome(key, JudgeReply(text=None, error=error), exc.reason, retries)
+                    return outcome(f"{exc.reason} after {self.max_attempts} attempts", exc.reason)
                 wait_s = min(self.backoff_max, self.backoff_base * 2 ** attempt) * self.rng.random()
                 if exc.retry_after_seconds is not None:
                     wait_s = max(wait_s, float(exc.retry_after_seconds))
@@ -467,9 +526,9 @@ class _Run:
                                           f"{attempt + 1} of {self.max_attempts}, retrying in {wait_s:.2f} s")
                 self._pause(wait_s)
                 continue
-            except FatalError as exc:
-                return _Outcome(key, JudgeReply(text=None, error=str(exc)), exc.reason, retries)
-            return self._finish(key, reply, retries)
+            done = self._finish(key, reply, retries)
+            done.reservation, done.possibly_billed = held, billed
+            return done
         raise AssertionError("unreachable: the loop returns on its last attempt")
 
     def _finish(self, key: str, reply: JudgeReply, retries: int) -> _Outcome:
@@ -483,15 +542,20 @@ class _Run:
             self.cache.add(key, reply, model=self.backend.model, backend_id=self.backend.backend_id)
         return _Outcome(key, reply, None, retries)
 
-    def _record(self, outcome: _Outcome, reservation: tuple[int, int, float]) -> None:
+    def _record(self, outcome: _Outcome) -> None:
         """Count an outcome and settle its reservation (calling thread), then report progress."""
         self.results[outcome.key] = outcome.reply
         self.retries += outcome.retries
+        self.possibly_billed += outcome.possibly_billed
+        self.retries_refused += int(outcome.retry_refused)
+        reservation = outcome.reservation
         if outcome.reason is None:
             reply = outcome.reply
             self.succeeded += 1
             self.prompt_tokens += reply.prompt_tokens
             self.completion_tokens += reply.completion_tokens
+            if reservation is None:
+                raise AssertionError("an answer without a held reservation")
             within = self.ledger.settle(reservation, reply.prompt_tokens, reply.completion_tokens)
             if self.ledger.limited and not within:
                 _say(self.logger, "warning",
@@ -499,7 +563,8 @@ class _Run:
                      f"{reply.completion_tokens} completion tokens, more than its reserved worst case "
                      f"{reservation[0]} + {reservation[1]}; the budget may be exceeded")
         else:
-            self.ledger.release(reservation)
+            if reservation is not None:
+                self.ledger.release(reservation)
             self.failed[outcome.reason] += 1
             level = "warning" if self.failed[outcome.reason] <= _FAILURES_LOGGED_PER_REASON else "debug"
             _say(self.logger, level, f"judge: request {self.first[outcome.key]} ({outcome.key[:12]}) to "
@@ -510,7 +575,19 @@ class _Run:
 
 
 # ------------------------------------------------------------------------------------------------ pool
-def judge_pool(pool: pd.DataFrame, template: JudgeTemplate, backend: Backend, **run_kwargs: Any) -> pd.DataFrame:
+def cap_reply_tokens(requests: Sequence[JudgeRequest], max_reply_tokens: int | None) -> list[JudgeRequest]:
+    """``requests`` with ``max_tokens`` lowered to ``max_reply_tokens`` where it is higher (None: unchanged). The
+    cap is part of the payload, hence of the cache key: answers obtained under another cap are not reused."""
+    if max_reply_tokens is None:
+        return list(requests)
+    if isinstance(max_reply_tokens, bool) or not isinstance(max_reply_tokens, int) or max_reply_tokens < 1:
+        raise ValueError(f"max_reply_tokens must be a positive integer or None, got {max_reply_tokens!r}")
+    return [r if r.max_tokens <= max_reply_tokens else dataclasses.replace(r, max_tokens=max_reply_tokens)
+            for r in requests]
+
+
+def judge_pool(pool: pd.DataFrame, template: JudgeTemplate, backend: Backend, *, max_reply_tokens: int | None = None,
+               **run_kwargs: Any) -> pd.DataFrame:
     """One row per pool row (same order): ``id``, the template's ``columns``, ``judge_status``,
     ``judge_error`` and ``judge_raw``.
 
@@ -524,7 +601,8 @@ def judge_pool(pool: pd.DataFrame, template: JudgeTemplate, backend: Backend, **
 
     ``out.attrs``: ``template``, ``n_ok``, ``n_unparsable``, ``n_failed``, ``n_budget``, ``n_not_judgeable``
     (summing to ``len(pool)``), ``n_unparsable_replies``, and ``judge_run`` (``JudgeRun.summary()``).
-    ``run_kwargs`` go to ``run_requests``.
+    ``max_reply_tokens`` caps every request's ``max_tokens`` (``cap_reply_tokens``); ``run_kwargs`` go to
+    ``run_requests``.
     """
     if "id" not in pool.columns:
         raise ValueError(f"judge_pool ({template.name}): the pool needs an 'id' column; it has {list(pool.columns)}")
@@ -545,7 +623,7 @@ def judge_pool(pool: pd.DataFrame, template: JudgeTemplate, backend: Backend, **
             if not isinstance(request, JudgeRequest):
                 raise TypeError(f"template {template.name!r}: build() of row {row['id']!r} returned a "
                                 f"{type(request).__name__}, not a JudgeRequest")
-        row_requests.append(built)
+        row_requests.append(cap_reply_tokens(built, max_reply_tokens))
     flat = [r for built in row_requests for r in built]
     run = run_requests(flat, backend, **run_kwargs)
 

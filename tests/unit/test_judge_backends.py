@@ -113,6 +113,29 @@ def test_openai_backend_timeout_and_connection_errors_are_retryable(server, back
     assert info.value.reason == "connection error"
 
 
+@pytest.mark.parametrize("fault, possibly_billed", [
+    ("delay", True),  # the request reached the server, which may have run it: billed unseen
+    ("truncated", True), ("garbage", True), ("nochoices", True),  # a 200 came back: the server may bill it
+    ("429", False), ("500", False), ("503", False), ("400", False), ("401", False),  # error statuses
+])
+def test_openai_backend_says_which_failures_may_have_been_billed(server, backend, fault, possibly_billed):
+    server.script("x", fault)
+    with pytest.raises((RetryableError, FatalError)) as info:
+        backend.complete(req("x"))
+    assert info.value.possibly_billed is possibly_billed
+
+
+def test_a_server_that_cannot_be_reached_has_billed_nothing():
+    with socket.socket() as s:  # a port nobody listens on: the connection is refused, nothing was sent
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    closed = OpenAIBackend("m", base_url=f"http://127.0.0.1:{port}/v1", api_key=SECRET, timeout=0.3)
+    with pytest.raises(RetryableError) as info:
+        closed.complete(req("x"))
+    assert info.value.reason == "connection error" and info.value.possibly_billed is False
+    assert "could not reach" in str(info.value)
+
+
 @pytest.mark.parametrize("fault, detail", [
     ("truncated", "not valid JSON"), ("garbage", "not valid JSON"), ("nochoices", "no choices"),
 ])

@@ -186,6 +186,19 @@ def test_a_dry_run_sends_nothing_writes_nothing_and_shows_the_estimate(tiny_judg
     assert cache_shards(home) == []
 
 
+def test_max_reply_tokens_caps_every_request_in_the_estimate_and_the_run(tiny_judge_dir, home):
+    # Tree-Instruct asks for 512 tokens; the cap lowers that in the dry run's worst case and in what is sent
+    dry = materialise(tree_instruct_scores, local_judge(tiny_judge_dir, max_reply_tokens=7), local_pool(),
+                      config={"dry_run": True}, raise_on_error=False)
+    assert observed_estimate(dry)["max_completion_tokens"] == 6 * 7  # six rows, one request each
+    result = materialise(tree_instruct_scores, local_judge(tiny_judge_dir, max_reply_tokens=7), local_pool())
+    meta = output_metadata(result, "tree_instruct_scores")
+    assert 0 < meta["completion_tokens"] <= 6 * 7
+    assert meta["scorer_settings"]["max_reply_tokens"] == 7
+    with pytest.raises(ValueError, match="max_reply_tokens must be a positive"):
+        JudgeResource(max_reply_tokens=0).backend_instance()
+
+
 # ------------------------------------------------------------------------------------ OpenAI backend
 def test_the_api_key_from_the_environment_never_reaches_metadata_or_logs(home, monkeypatch, caplog):
     monkeypatch.setenv("INSTSEL_JUDGE_API_KEY", SECRET)

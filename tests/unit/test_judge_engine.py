@@ -24,7 +24,7 @@ from scripted_openai_server import ScriptedOpenAIServer, answer_for
 
 from instsel_assets.judge.backends import FatalError, LocalBackend, OpenAIBackend, RetryableError, messages_text
 from instsel_assets.judge.cache import JudgeCache
-from instsel_assets.judge.engine import Budget, Price, estimate, judge_pool, run_requests
+from instsel_assets.judge.engine import Budget, Price, cap_reply_tokens, estimate, judge_pool, run_requests
 from instsel_assets.judge.types import JudgeReply, JudgeRequest, JudgeTemplate, RatingSpec, ReplyParseError
 
 SECRET = "sk-test-DO-NOT-LEAK-88c1d0"
@@ -202,6 +202,70 @@ def test_a_token_budget_is_never_exceeded_and_the_rest_is_left_unsent(server, ba
     assert_never_paid_twice(server)
 
 
+def test_an_attempt_that_may_have_been_billed_is_charged_at_its_worst_case(server, backend):
+    # "<C>" times out on the client while the server still works on it (a provider would bill that answer);
+    # the engine never sees its usage, so it charges the attempt's reserved worst case, and the retry
+    # reserves its own
+    server.script("<C>", "delay")
+    requests = [req("<C> rate:3")] + [req(f"fine {i} rate:5") for i in range(3)]
+    worst = backend.prompt_token_bound(requests[0]) + requests[0].max_tokens
+    run = run_requests(requests, backend, concurrency=2, budget=Budget(max_tokens=100_000), sleep=Waits())
+    assert run.succeeded == 4 and run.retries == 1 and run.possibly_billed == 1 and run.retries_refused == 0
+    assert run.budget["charged_unseen_tokens"] == worst
+    assert run.budget["spent_tokens"] == run.prompt_tokens + run.completion_tokens + worst
+    assert run.summary()["possibly_billed"] == 1
+
+
+def test_a_retry_that_does_not_fit_the_budget_after_a_possibly_billed_attempt_is_refused():
+    class TimesOutOnce:
+        backend_id, model = "fake:billing", "m"
+
+        def __init__(self):
+            self.calls = 0
+            self.billed_tokens = 0  # what a provider would bill: every attempt ran the model
+
+        def count_tokens(self, text):
+            return 10
+
+        def complete(self, request):
+            self.calls += 1
+            self.billed_tokens += 10 + request.max_tokens
+            if self.calls == 1:
+                raise RetryableError(None, reason="timeout", detail="no response", possibly_billed=True)
+            return JudgeReply(text="Score: 4", prompt_tokens=10, completion_tokens=request.max_tokens)
+
+    backend = TimesOutOnce()
+    worst = 10 + 8
+    run = run_requests([req("a"), req("b")], backend, concurrency=1, budget=Budget(max_tokens=worst * 3 // 2),
+                       sleep=Waits())
+    # the first attempt is charged in full, so neither its retry nor the next request fits: nothing more is
+    # sent, and the provider's bill equals what the engine spent, within the budget
+    assert backend.calls == 1 and run.retries_refused == 1 and run.possibly_billed == 1
+    assert run.failed == {"timeout": 1} and run.succeeded == 0 and run.left_unsent == 1
+    assert run.replies[0].error == "timeout after 1 attempt; the budget cannot cover a retry"
+    assert run.replies[1].error == "budget"
+    assert backend.billed_tokens == run.budget["spent_tokens"] == worst <= run.budget["max_tokens"]
+    # with room for the retry it is sent and answered, and the bill is still what the engine spent
+    backend = TimesOutOnce()
+    run = run_requests([req("a")], backend, concurrency=1, budget=Budget(max_tokens=worst * 2), sleep=Waits())
+    assert backend.calls == 2 and run.succeeded == 1 and run.retries_refused == 0
+    assert backend.billed_tokens == run.budget["spent_tokens"] == 2 * worst
+
+
+def test_without_a_budget_possibly_billed_attempts_are_counted_only():
+    class Truncates:
+        backend_id, model = "fake:truncates", "m"
+
+        def count_tokens(self, text):
+            return 1
+
+        def complete(self, request):
+            raise FatalError("invalid response", "cut short", possibly_billed=True)
+
+    run = run_requests([req("a")], Truncates(), sleep=Waits())
+    assert run.possibly_billed == 1 and run.failed == {"invalid response": 1} and run.budget is None
+
+
 def test_a_cost_budget_is_never_exceeded(server, backend):
     prices = {"judge-model": Price(input_per_million=2000.0, output_per_million=8000.0)}
     requests = [req(f"question number {i} rate:2") for i in range(20)]
@@ -349,6 +413,23 @@ def conv(*users: str) -> list[dict[str, str]]:
     for u in users:
         turns += [{"role": "user", "content": u}, {"role": "assistant", "content": "an answer"}]
     return turns or [{"role": "assistant", "content": "orphan"}]
+
+
+def test_max_reply_tokens_caps_each_request_and_enters_its_key():
+    long, short = req("a", max_tokens=300), req("b", max_tokens=16)
+    capped = cap_reply_tokens([long, short], 64)
+    assert [r.max_tokens for r in capped] == [64, 16] and capped[1] is short
+    assert capped[0].key("x", "m") != long.key("x", "m")  # answers under another cap are not reused
+    assert cap_reply_tokens([long], None) == [long]
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="max_reply_tokens"):
+            cap_reply_tokens([long], bad)
+    pool = pd.DataFrame({"id": ["r"], "conversations": [conv("rate:4")]})
+    backend = FakeBackend()
+    seen = []
+    backend.complete = lambda request, _c=backend.complete: seen.append(request.max_tokens) or _c(request)
+    judge_pool(pool, TEMPLATE, backend, max_reply_tokens=3)
+    assert seen == [3]
 
 
 def test_judge_pool_accounts_for_every_row():
