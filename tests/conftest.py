@@ -131,3 +131,29 @@ def fresh_tiny_lm(tiny_lm_factory):
     every ``make_fresh_model()`` call is a deep copy of the same tiny Llama."""
     model, tokenizer = tiny_lm_factory()
     return lambda: copy.deepcopy(model), tokenizer
+
+
+# ------------------------------------------------------------------- the scripted OpenAI-compatible server
+@pytest.fixture
+def server(monkeypatch):
+    """``ScriptedOpenAIServer`` (tests/unit/scripted_openai_server.py) on 127.0.0.1: no ``OPENAI_API_KEY`` from
+    the environment, no proxy for loopback; its ``"delay"`` fault waits 0.6 s."""
+    from scripted_openai_server import ScriptedOpenAIServer
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    with ScriptedOpenAIServer(delay_seconds=0.6) as srv:
+        yield srv
+
+
+@pytest.fixture
+def backend(server):
+    """An ``OpenAIBackend`` for model ``judge-model`` on ``server`` with the key ``TEST_API_KEY`` and a 0.3 s
+    timeout, so that a scripted delay is a client timeout."""
+    from scripted_openai_server import TEST_API_KEY
+
+    from instsel_assets.judge.backends import OpenAIBackend
+
+    b = OpenAIBackend("judge-model", base_url=server.url, api_key=TEST_API_KEY, timeout=0.3)
+    yield b
+    b.close()

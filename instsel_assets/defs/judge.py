@@ -14,6 +14,7 @@ runs in that run. A failure rather than a skip, because Dagster cannot skip an a
 skipped step would leave the previous table looking current.
 """
 
+import importlib
 import json
 import time
 from typing import Any
@@ -231,53 +232,39 @@ def _judge_scores(context: dg.AssetExecutionContext, config: JudgeConfig, pool: 
 
 
 # ------------------------------------------------------------------------------------------------- assets
-@judge_table_asset(
-    "alpagasus_scores", "instsel_assets.judge.templates.alpagasus",
+def numeric_judge_asset(name: str, template_module: str, main_column: str, label: str, description: str):
+    """A judge asset whose table's main column is numeric (its median and histogram go to the metadata): the
+    template is ``TEMPLATE`` of ``template_module``, imported when the asset runs."""
+
+    @judge_table_asset(name, template_module, description=description)
+    def _judge_asset(context: dg.AssetExecutionContext, config: JudgeConfig, instruction_pool: pd.DataFrame,
+                     judge: JudgeResource):
+        template = importlib.import_module(template_module).TEMPLATE
+        yield from _judge_scores(context, config, instruction_pool, judge, template, main_column, label)
+
+    return _judge_asset
+
+
+alpagasus_scores = numeric_judge_asset(
+    "alpagasus_scores", "instsel_assets.judge.templates.alpagasus", "alpagasus_score", "rating",
     description="AlpaGasus: the judge rates the accuracy of each (instruction, input, response) on 0-5 with the "
                 "reference prompt (alpagasus_score; the local backend reads the expected digit). Raw replies, "
-                "status and parse errors are kept per row.",
-)
-def alpagasus_scores(context: dg.AssetExecutionContext, config: JudgeConfig, instruction_pool: pd.DataFrame,
-                     judge: JudgeResource):
-    from instsel_assets.judge.templates.alpagasus import TEMPLATE
+                "status and parse errors are kept per row.")
 
-    yield from _judge_scores(context, config, instruction_pool, judge, TEMPLATE, "alpagasus_score", "rating")
-
-
-@judge_table_asset(
-    "deita_scores", "instsel_assets.judge.templates.deita",
+deita_scores = numeric_judge_asset(
+    "deita_scores", "instsel_assets.judge.templates.deita", "deita_evol_score", "evol score",
     description="DEITA: complexity and quality (1-6, DEITA's scorer prompts) of every answered turn; "
-                "deita_evol_score = sum over turns of complexity x quality.",
-)
-def deita_scores(context: dg.AssetExecutionContext, config: JudgeConfig, instruction_pool: pd.DataFrame,
-                 judge: JudgeResource):
-    from instsel_assets.judge.templates.deita import TEMPLATE
+                "deita_evol_score = sum over turns of complexity x quality.")
 
-    yield from _judge_scores(context, config, instruction_pool, judge, TEMPLATE, "deita_evol_score", "evol score")
-
-
-@judge_table_asset(
-    "lift_scores", "instsel_assets.judge.templates.lift",
+lift_scores = numeric_judge_asset(
+    "lift_scores", "instsel_assets.judge.templates.lift", "lift_score", "LIFT score",
     description="LIFT: accuracy, explainability, clarity, difficulty and length (1-10 each) of every (instruction, "
-                "input, response); lift_score = their mean.",
-)
-def lift_scores(context: dg.AssetExecutionContext, config: JudgeConfig, instruction_pool: pd.DataFrame,
-                judge: JudgeResource):
-    from instsel_assets.judge.templates.lift import TEMPLATE
+                "input, response); lift_score = their mean.")
 
-    yield from _judge_scores(context, config, instruction_pool, judge, TEMPLATE, "lift_score", "LIFT score")
-
-
-@judge_table_asset(
-    "tree_instruct_scores", "instsel_assets.judge.templates.tree_instruct",
+tree_instruct_scores = numeric_judge_asset(
+    "tree_instruct_scores", "instsel_assets.judge.templates.tree_instruct", "tree_nodes", "tree nodes",
     description="Tree-Instruct: the judge writes the semantic tree of each instruction in bracket notation; "
-                "tree_nodes (its node count) is the instruction's complexity.",
-)
-def tree_instruct_scores(context: dg.AssetExecutionContext, config: JudgeConfig, instruction_pool: pd.DataFrame,
-                         judge: JudgeResource):
-    from instsel_assets.judge.templates.tree_instruct import TEMPLATE
-
-    yield from _judge_scores(context, config, instruction_pool, judge, TEMPLATE, "tree_nodes", "tree nodes")
+                "tree_nodes (its node count) is the instruction's complexity.")
 
 
 @judge_table_asset(

@@ -594,7 +594,8 @@ def judge_pool(pool: pd.DataFrame, template: JudgeTemplate, backend: Backend, *,
     Each row's requests come from ``template.build(row)`` (``row``: the pool row as a dict). Status, in this
     order: "not_judgeable" (no requests), "failed" (a request got no answer: HTTP error, invalid response,
     ...), "budget" (a request was left unsent by the budget), "unparsable" (a reply raised
-    ``ReplyParseError`` in ``template.parse``, or the values did in ``template.combine``), else "ok" with the
+    ``ReplyParseError`` in ``template.parse``, or the values did in ``template.validate`` against the row or in
+    ``template.combine``), else "ok" with the
     columns from ``template.combine``. The columns of every other row are None/NaN. ``judge_error`` says why
     a row is not "ok" (the error or the parser's message); ``judge_raw`` is the JSON list of the row's raw
     reply texts (null where none came back), kept for every row.
@@ -637,7 +638,7 @@ def judge_pool(pool: pd.DataFrame, template: JudgeTemplate, backend: Backend, *,
         replies = run.replies[at: at + len(built)]
         at += len(built)
         raw.append(json.dumps([r.text for r in replies], ensure_ascii=False))
-        row_status, row_error, combined, bad_replies = _judge_row(template, row["id"], replies)
+        row_status, row_error, combined, bad_replies = _judge_row(template, row, replies)
         n_unparsable_replies += bad_replies
         status.append(row_status)
         errors.append(row_error)
@@ -658,9 +659,10 @@ def judge_pool(pool: pd.DataFrame, template: JudgeTemplate, backend: Backend, *,
     return out
 
 
-def _judge_row(template: JudgeTemplate, row_id: Any, replies: Sequence[JudgeReply]
+def _judge_row(template: JudgeTemplate, row: Mapping[str, Any], replies: Sequence[JudgeReply]
                ) -> tuple[str, str | None, dict[str, Any] | None, int]:
     """``(status, error, columns, unparsable replies)`` of one row (``judge_pool``'s rules)."""
+    row_id = row["id"]
     if not replies:
         return "not_judgeable", "the template built no request for this row", None, 0
     errors = [r.error for r in replies if r.error is not None]
@@ -678,6 +680,11 @@ def _judge_row(template: JudgeTemplate, row_id: Any, replies: Sequence[JudgeRepl
             problems.append(f"reply {i}: {exc}")
     if problems:
         return "unparsable", "; ".join(problems), None, len(problems)
+    if template.validate is not None:
+        try:
+            template.validate(row, parsed)
+        except ReplyParseError as exc:
+            return "unparsable", f"validate: {exc}", None, len(parsed)
     try:
         combined = template.combine(parsed)
     except ReplyParseError as exc:

@@ -95,6 +95,9 @@ class JudgeTemplate:
     - ``combine(values)``: the parsed values of one row's requests, in request order, -> the row's
       ``columns`` (a dict). Called only when every request of the row parsed; otherwise the row's columns
       are NaN/None and the row is counted as unparsable.
+    - ``validate(row, values)`` (optional): checks the parsed values against the row they judge (e.g.
+      WaveCoder: the reply answers the requirements of the row's own task type) and raises
+      ``ReplyParseError`` when they do not fit it; the row is then unparsable, with that message.
     """
 
     name: str
@@ -103,3 +106,4 @@ class JudgeTemplate:
     parse: Callable[[str], Any]
     combine: Callable[[Sequence[Any]], dict[str, Any]]
     description: str = ""
+    validate: Callable[[Mapping[str, Any], Sequence[Any]], None] | None = None

@@ -41,6 +41,10 @@ from typing import Any
 
 from loopback_http import LoopbackHTTPServer
 
+# The API key the judge tests hand to the client: a key-shaped string, so a leak of it is caught by the checks
+# that the key never reaches an error, a log or metadata.
+TEST_API_KEY = "sk-test-DO-NOT-LEAK-4f9a1c2e7b"
+
 
 def answer_for(messages: list[dict[str, Any]]) -> str:
     content = str(messages[-1]["content"]) if messages else ""

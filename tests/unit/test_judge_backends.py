@@ -17,7 +17,7 @@ import socket
 import numpy as np
 import pytest
 import torch
-from scripted_openai_server import ScriptedOpenAIServer, usage_for
+from scripted_openai_server import TEST_API_KEY, ScriptedOpenAIServer, usage_for
 
 from instsel_assets.judge.backends import (
     Backend,
@@ -33,27 +33,12 @@ from instsel_assets.judge.types import JudgeRequest, RatingSpec
 from instsel_assets.models import chat
 from instsel_assets.scoring.next_token import candidate_logprobs
 
-SECRET = "sk-test-DO-NOT-LEAK-4f9a1c2e7b"
+SECRET = TEST_API_KEY  # the key the shared `backend` fixture (tests/conftest.py) uses
 
 
 def req(content: str, **kw) -> JudgeRequest:
     return JudgeRequest(messages=({"role": "system", "content": "You are a judge."},
                                   {"role": "user", "content": content}), **kw)
-
-
-@pytest.fixture
-def server(monkeypatch):
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    with ScriptedOpenAIServer(delay_seconds=0.6) as srv:
-        yield srv
-
-
-@pytest.fixture
-def backend(server):
-    b = OpenAIBackend("judge-model", base_url=server.url, api_key=SECRET, timeout=0.3)
-    yield b
-    b.close()
 
 
 # ------------------------------------------------------------------------------------------------ OpenAI

@@ -20,14 +20,14 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 import pytest
-from scripted_openai_server import ScriptedOpenAIServer, answer_for
+from scripted_openai_server import TEST_API_KEY, ScriptedOpenAIServer, answer_for
 
 from instsel_assets.judge.backends import FatalError, LocalBackend, OpenAIBackend, RetryableError, messages_text
 from instsel_assets.judge.cache import JudgeCache
 from instsel_assets.judge.engine import Budget, Price, cap_reply_tokens, estimate, judge_pool, run_requests
 from instsel_assets.judge.types import JudgeReply, JudgeRequest, JudgeTemplate, RatingSpec, ReplyParseError
 
-SECRET = "sk-test-DO-NOT-LEAK-88c1d0"
+SECRET = TEST_API_KEY  # the key the shared `backend` fixture (tests/conftest.py) uses
 
 
 def req(content: str, max_tokens: int = 8, **kw) -> JudgeRequest:
@@ -40,21 +40,6 @@ class Waits(list):
 
     def __call__(self, seconds: float) -> None:
         self.append(seconds)
-
-
-@pytest.fixture
-def server(monkeypatch):
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    with ScriptedOpenAIServer(delay_seconds=0.6) as srv:
-        yield srv
-
-
-@pytest.fixture
-def backend(server):
-    b = OpenAIBackend("judge-model", base_url=server.url, api_key=SECRET, timeout=0.3)
-    yield b
-    b.close()
 
 
 def assert_never_paid_twice(server: ScriptedOpenAIServer) -> None:

@@ -101,6 +101,34 @@ def test_explicit_task_column_wins_and_non_code_rows_are_not_judged():
     assert wavecoder.build({"id": "e", "conversations": []}) == []
 
 
+def test_a_reply_for_another_task_type_than_the_rows_is_unparsable():
+    import pandas as pd
+
+    from instsel_assets.judge.engine import judge_pool
+    from instsel_assets.judge.types import JudgeReply
+
+    generation_reply = "G1: yes\nG2: yes\nG3: yes\nG4: yes\nG5: yes\nOverall answer: yes"
+
+    class Replies:  # the same generation-style answer to every request (a judge that ignored the criteria)
+        backend_id, model = "fake:wavecoder", "m"
+
+        def count_tokens(self, text):
+            return 1
+
+        def complete(self, request):
+            return JudgeReply(text=generation_reply, prompt_tokens=1, completion_tokens=1)
+
+    repair = dict(GEN_ROW, id="r", wavecoder_task="repair")
+    wavecoder.validate(GEN_ROW, [wavecoder.parse(generation_reply)])  # fits a generation row
+    with pytest.raises(ReplyParseError, match="answers the generation requirements but the row is a code repair"):
+        wavecoder.validate(repair, [wavecoder.parse(generation_reply)])
+    out = judge_pool(pd.DataFrame([GEN_ROW, repair]), wavecoder.TEMPLATE, Replies())
+    assert out["judge_status"].tolist() == ["ok", "unparsable"]
+    assert out["wavecoder_pass"].tolist()[0] is True and pd.isna(out["wavecoder_pass"].tolist()[1])
+    assert out["judge_error"].iloc[1].startswith("validate: the reply answers the generation requirements")
+    assert out.attrs["n_unparsable_replies"] == 1
+
+
 def test_registration():
     info = registry.SCORERS["wavecoder"]
     assert info.family == "powerful-llm" and info.fn() is wavecoder.TEMPLATE

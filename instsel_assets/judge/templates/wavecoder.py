@@ -25,7 +25,8 @@ Parser: for each requirement of the row's task type, the line that starts with i
 ``<answer: yes, reason>`` (the reference's format) or right after the id (``G1: yes``). The optional ``Overall
 answer: yes|no`` line must agree with the per-requirement answers. ``ReplyParseError`` for: a missing or
 repeated-and-conflicting requirement, ids of several task types, an unknown id, no answers at all, or an overall
-answer that contradicts them.
+answer that contradicts them. ``validate`` then checks the answers against the row: ids of another task type than
+the row's (a repair row answered with ``G1``...) make the row unparsable.
 
 Columns: ``wavecoder_pass`` (bool: every requirement met), ``wavecoder_failed_criteria`` (list of the ids not
 met, see ``CRITERIA``) and ``wavecoder_subtopic``. Selection: ``selection/wavecoder_pass.py``.
@@ -243,6 +244,16 @@ def parse(text: str) -> Verdict:
     return verdict
 
 
+def validate(row: Mapping[str, Any], values: Sequence[Verdict]) -> None:
+    """The reply must answer the requirements of the row's own task type: a repair row answered with the
+    generation ids (``G1``...) was judged against the wrong criteria."""
+    expected = subtopic_of(row)
+    for verdict in values:
+        if verdict.subtopic != expected:
+            raise ReplyParseError(f"the reply answers the {verdict.subtopic} requirements but the row is a code "
+                                  f"{expected} task")
+
+
 def combine(values: Sequence[Verdict]) -> dict[str, Any]:
     if len(values) != 1:
         raise ValueError(f"wavecoder: expected one parsed verdict per row, got {len(values)}")
@@ -258,6 +269,7 @@ TEMPLATE = JudgeTemplate(
     build=build,
     parse=parse,
     combine=combine,
+    validate=validate,
     description="WaveCoder discriminator: per-task-type requirements (yes/no) for code instructions; pass = all met.",
 )
 
