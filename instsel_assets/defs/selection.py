@@ -2,11 +2,12 @@
 
 The asset depends on every score asset (so the lineage graph shows which scores can feed a selection) but
 reads only the score tables whose columns its partition's selector declares: selecting ``random`` needs no
-LM score, selecting ``nuggets`` needs ``nuggets_scores`` and nothing else. A needed score table that was
-never materialised is a clear error naming the asset to materialise first.
+LM score, selecting ``nuggets`` needs ``nuggets_scores`` and nothing else. A generic selector (``threshold``,
+``top_k``, ``compose``) reads the columns its parameters name, so the tables are chosen from the selector's
+columns for the partition's parameters (``MethodInfo.columns_read``). A needed score table that was never
+materialised is a clear error naming the asset to materialise first.
 """
 
-import inspect
 from typing import Any
 
 import dagster as dg
@@ -30,7 +31,8 @@ CODE_VERSION = code_version_of(
     "instsel_assets.selection.tegit_accept", "instsel_assets.selection.alpagasus_threshold",
     "instsel_assets.selection.deita_score_first", "instsel_assets.selection.instag_complexity_first",
     "instsel_assets.selection.lift_variance", "instsel_assets.selection.tree_instruct_threshold",
-    "instsel_assets.selection.wavecoder_pass")
+    "instsel_assets.selection.wavecoder_pass", "instsel_assets.selection.threshold",
+    "instsel_assets.selection.top_k", "instsel_assets.selection.compose")
 
 # Which asset computes each column a selector may read. The pool's own tables (metric_features,
 # length_indicators) are always loaded; the score assets only when their columns are read.
@@ -73,9 +75,24 @@ class SelectionConfig(dg.Config):
 
 def selector_parameters(fn) -> list[str]:
     """The keyword parameters a selector function names, besides ``candidates``, ``budget`` and ``seed``."""
-    skip = {"candidates", "budget", "seed"}
-    return [name for name, p in inspect.signature(fn).parameters.items()
-            if name not in skip and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    from instsel_assets.registry import selector_parameters as parameters
+
+    return parameters(fn)
+
+
+def columns_and_assets(columns: tuple[str, ...], method: str, selector: str) -> dict[str, str]:
+    """``{score asset: first column read from it}`` for the columns a selector reads; ``ValueError`` naming the
+    columns no asset provides (a generic selector's ``column`` parameter may name anything)."""
+    unknown = [c for c in columns if c not in COLUMN_ASSETS and c not in ("id", "source")]
+    if unknown:
+        raise ValueError(f"{method}: selector {selector!r} reads column(s) {unknown}, which no asset provides; "
+                         f"the columns a selector can read: {sorted(['id', 'source', *COLUMN_ASSETS])}")
+    needed: dict[str, str] = {}
+    for column in columns:
+        asset = COLUMN_ASSETS.get(column)
+        if asset in SCORE_ASSETS:
+            needed.setdefault(asset, column)
+    return needed
 
 
 def read_score_table(asset: str, column: str, method: str) -> pd.DataFrame:
@@ -138,21 +155,18 @@ def selected_subsets(context: dg.AssetExecutionContext, config: SelectionConfig,
     spec = get_selection(method)
     selector = get_selector(spec.selector)
     budget = top_fraction_budget(len(instruction_pool), config.budget_fraction)
-    needed: dict[str, str] = {}  # score asset -> first column read from it
-    for column in selector.columns:
-        asset = COLUMN_ASSETS.get(column)
-        if asset in SCORE_ASSETS:
-            needed.setdefault(asset, column)
-    scores = {asset: read_score_table(asset, column, method) for asset, column in needed.items()}
-    candidates = candidate_table(instruction_pool, metric_features, length_indicators, scores)
-    context.log.info(f"{method}: selector {spec.selector} picks {budget} of {len(candidates)} rows"
-                     + (f", reading {', '.join(sorted(scores))}" if scores else ""))
     params = {**spec.params, **config.selector_params}
     accepted = selector_parameters(selector.fn)
     unknown = sorted(set(config.selector_params) - set(accepted))
     if unknown:  # selectors take **params, so a misspelt key would otherwise be ignored without a word
         raise ValueError(f"{method}: selector_params {unknown} are not parameters of selector {spec.selector!r}; "
                          f"it accepts {accepted or 'none'}")
+    columns = selector.columns_read(params)  # static columns, then those the parameters name
+    needed = columns_and_assets(columns, method, spec.selector)  # score asset -> first column read from it
+    scores = {asset: read_score_table(asset, column, method) for asset, column in needed.items()}
+    candidates = candidate_table(instruction_pool, metric_features, length_indicators, scores)
+    context.log.info(f"{method}: selector {spec.selector} picks {budget} of {len(candidates)} rows"
+                     + (f", reading {', '.join(sorted(scores))}" if scores else ""))
     ids = selector.fn(candidates, budget, seed=config.seed, **params)
     if len(ids) < budget:
         context.log.warning(f"{method}: selector {spec.selector} kept {len(ids)} rows, {budget - len(ids)} fewer than "
@@ -165,7 +179,7 @@ def selected_subsets(context: dg.AssetExecutionContext, config: SelectionConfig,
     # The settings of the scorers whose columns this selector read, from the materialisations read.
     scorer_settings = {}
     score_runs = {}
-    for column in selector.columns:
+    for column in columns:
         asset = COLUMN_ASSETS.get(column)
         if asset:
             record = latest_record(context.instance, asset)
@@ -180,7 +194,7 @@ def selected_subsets(context: dg.AssetExecutionContext, config: SelectionConfig,
         "method": method, "selector": spec.selector, "selector_params": dg.MetadataValue.json(params),
         "budget": budget, "budget_fraction": config.budget_fraction, "seed": config.seed,
         "pool_rows": len(instruction_pool), "subset_hash": digest,
-        "columns_read": dg.MetadataValue.json(list(selector.columns)),
+        "columns_read": dg.MetadataValue.json(list(columns)),
         "score_assets_read": dg.MetadataValue.json(score_runs),
         "scorer_settings": dg.MetadataValue.json(scorer_settings),
         "sources": dg.MetadataValue.json(subset["source"].value_counts().to_dict()),

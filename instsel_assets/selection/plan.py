@@ -52,6 +52,11 @@ SELECTIONS: tuple[SelectionSpec, ...] = (
     SelectionSpec("longest", "longest", {}, "Longest responses (characters): the length baseline."),
     SelectionSpec("kcenter_greedy", "kcenter_greedy", {},
                   "Farthest-first traversal on the MiniLM instruction embeddings (coreset)."),
+    SelectionSpec("ifd_then_kcenter", "compose",
+                  {"first": {"selector": "ifd", "params": {"max_ifd": 1.0}, "fraction": 0.2},
+                   "then": {"selector": "kcenter_greedy", "params": {}}},
+                  "Quality, then diversity: the top 20% of the pool by IFD (IFD >= 1 dropped), then farthest-first "
+                  "k-center on their embeddings to the budget."),
 )
 
 # The selections `instsel demo` trains and evaluates on the bundled sample: the scores they read take
