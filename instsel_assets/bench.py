@@ -224,3 +224,290 @@ def markdown_table(result: dict[str, Any]) -> str:
                      f"{v['tokens_per_s']:.0f} | {v['flop_bound_fraction']:.1%} | {speed} | {rel} | "
                      f"{v['spearman_vs_fp32_engine']:.4f} | {_pct(v['top10_overlap_vs_fp32_engine'])} |")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------
+# instsel bench kcenter
+# ---------------------------------------------------------------------------------------------------
+
+KCENTER_REFERENCE_MAX_N = 30_000  # above this the n x n reference is never run (3.6 GB of float32 at 30,000)
+KCENTER_REFERENCE_MEMORY_SHARE = 0.6  # ... nor when its estimated peak exceeds this share of available memory
+KCENTER_RADIUS_MAX_PAIRS = 2_000_000_000  # covering radii are computed while n x k stays below this
+KCENTER_RADIUS_TOLERANCE = 1e-4
+
+
+def synthetic_embeddings(n: int, dim: int, kind: str = "clustered", seed: int = 0, clusters: int = 100) -> np.ndarray:
+    """``(n, dim)`` float32 unit vectors, reproducible from ``seed``.
+
+    - ``clustered``: Gaussian blobs, like sentence embeddings of a pool of task types: ``clusters``
+      unit-vector centres, each row one centre plus isotropic noise whose norm is the blob's spread
+      (drawn per blob in [0.25, 0.75]), then normalised (rows of one blob ~0.35-0.9 apart, blobs ~1.4);
+    - ``diffuse``: isotropic Gaussian rows, normalised: every pair of rows is about sqrt(2) apart in
+      high dimension, the hard case for any pruning by the triangle inequality.
+    """
+    if n < 1 or dim < 1:
+        raise ValueError(f"need n >= 1 and dim >= 1, got n={n}, dim={dim}")
+    rng = np.random.default_rng(seed)
+    if kind == "diffuse":
+        x = rng.standard_normal((n, dim), dtype=np.float32)
+    elif kind == "clustered":
+        centres = rng.standard_normal((clusters, dim))
+        centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+        spread = rng.uniform(0.25, 0.75, size=clusters)
+        label = rng.integers(clusters, size=n)
+        x = np.empty((n, dim), dtype=np.float32)
+        step = 65536
+        for s in range(0, n, step):
+            lab = label[s:s + step]
+            noise = rng.standard_normal((lab.size, dim)) * (spread[lab] / np.sqrt(dim))[:, None]
+            x[s:s + step] = centres[lab] + noise
+    else:
+        raise ValueError(f"data must be 'clustered' or 'diffuse', got {kind!r}")
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x
+
+
+def _rss_bytes(field: str = "VmRSS") -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_rss_peak() -> bool:
+    """Reset the kernel's resident-set high-water mark (Linux: ``echo 5 > /proc/self/clear_refs``)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _release_free_memory() -> None:
+    """Hand the C allocator's free pages back to the system (glibc ``malloc_trim``), so that memory
+    an earlier run freed is not silently reused by the next one and left out of its resident-set growth."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def measure_call(fn, *args, **kwargs) -> dict[str, Any]:
+    """Run ``fn`` once; its result, wall seconds, ``tracemalloc`` peak (Python and numpy allocations
+    made during the call, torch's excluded) and the peak growth of the resident set.
+
+    The resident-set peak is the kernel's high-water mark, reset before the call where Linux allows
+    it; elsewhere it is sampled every millisecond by a thread. It counts every allocation (torch
+    tensors included); the allocator's free pages are released first (``_release_free_memory``), and
+    the kernel counts memory in pages, so small runs show no growth.
+    """
+    import gc
+    import threading
+    import tracemalloc
+
+    gc.collect()
+    _release_free_memory()
+    before = _rss_bytes()
+    exact = before is not None and _reset_rss_peak()
+    sampled = [before or 0]
+    stop = threading.Event()
+    sampler = None
+    if before is not None and not exact:
+        def sample() -> None:
+            while not stop.wait(0.001):
+                sampled[0] = max(sampled[0], _rss_bytes() or 0)
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        result = fn(*args, **kwargs)
+        seconds = time.perf_counter() - t0
+        _, traced_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        stop.set()
+        if sampler is not None:
+            sampler.join()
+    if before is None:
+        rss_peak = None
+    elif exact:
+        rss_peak = max(0, (_rss_bytes("VmHWM") or before) - before)
+    else:
+        rss_peak = max(0, max(sampled[0], _rss_bytes() or 0) - before)
+    return {"result": result, "seconds": seconds, "tracemalloc_peak_bytes": traced_peak,
+            "rss_peak_delta_bytes": rss_peak, "rss_peak_method": "high-water mark" if exact else "sampled"}
+
+
+def kcenter_machine_info() -> dict[str, Any]:
+    info = machine_info(torch.device("cpu"))
+    info.pop("native_bf16_cpu", None)
+    info["numpy"] = np.__version__
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        info["numpy_blas"] = f"{blas.get('name')} {blas.get('version')}"
+    except Exception:  # the layout of numpy's build information is not a stable API
+        info["numpy_blas"] = None
+    info["memory_total_gb"] = _meminfo_gb("MemTotal")
+    info["memory_available_gb"] = _meminfo_gb("MemAvailable")
+    return info
+
+
+def _meminfo_gb(field: str) -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return round(int(line.split()[1]) * 1024 / 1e9, 1)
+    except OSError:
+        pass
+    return None
+
+
+def reference_skip_reason(n: int, k: int) -> str | None:
+    """Why the ``n x n`` reference is not run, or ``None`` when it fits comfortably: n at most
+    ``KCENTER_REFERENCE_MAX_N`` and its estimated peak (two n x n float32 matrices) within
+    ``KCENTER_REFERENCE_MEMORY_SHARE`` of the available memory."""
+    from instsel_assets.selection.kcenter_reference import reference_peak_bytes
+
+    matrix_gb = 4 * n * n / 1e9
+    peak_gb = reference_peak_bytes(n, k) / 1e9
+    available = _meminfo_gb("MemAvailable")
+    if n > KCENTER_REFERENCE_MAX_N:
+        return (f"skipped: n x n would need {matrix_gb:.1f} GB (float32; ~{peak_gb:.1f} GB at its peak); "
+                f"the reference runs for n <= {KCENTER_REFERENCE_MAX_N:,}")
+    if available is not None and peak_gb > KCENTER_REFERENCE_MEMORY_SHARE * available:
+        return (f"skipped: n x n would need {matrix_gb:.1f} GB (float32; ~{peak_gb:.1f} GB at its peak), "
+                f"more than {KCENTER_REFERENCE_MEMORY_SHARE:.0%} of the {available:.1f} GB available")
+    return None
+
+
+def run_kcenter_bench(*, n: int = 20_000, dim: int = 384, k: int = 1000, seed: int = 0, data: str = "clustered",
+                      reference: bool = True, prune: bool = True, log=print) -> dict[str, Any]:
+    """Greedy k-center on seeded synthetic embeddings: the O(n) running-minimum version (float32,
+    float16, and with triangle-inequality pruning when ``prune``) against the reference-style
+    ``n x n`` version when it fits (``reference_skip_reason``).
+
+    Each variant runs once (after a small warm-up of all of them) and reports seconds, the
+    ``tracemalloc`` peak and the resident-set peak growth (``measure_call``), the share of row-to-center
+    distances it computed, and its covering radius (max over rows of the distance to the nearest
+    center). The baseline for agreement is the reference when it ran, else O(n) float32: a variant
+    agrees when it picks the same centers or its covering radius is within 1e-4 of the baseline's.
+    """
+    from instsel_assets.selection.kcenter_greedy import kcenter_greedy_indices
+    from instsel_assets.selection.kcenter_reference import covering_radius, kcenter_reference_indices
+
+    if not 1 <= k <= n:
+        raise ValueError(f"need 1 <= k <= n, got k={k}, n={n}")
+    info = kcenter_machine_info()
+    log(f"# k-center benchmark {dt.datetime.now().isoformat(timespec='seconds')}: n={n:,} dim={dim} k={k:,} "
+        f"data={data} seed={seed}")
+    log("machine: " + ", ".join(f"{key}={v}" for key, v in info.items()))
+    t0 = time.perf_counter()
+    x = synthetic_embeddings(n, dim, data, seed)
+    log(f"embeddings generated in {time.perf_counter() - t0:.1f} s ({x.nbytes / 1e6:.0f} MB float32)")
+
+    variants: list[tuple[str, str, Any]] = []
+    skip = reference_skip_reason(n, k) if reference else "skipped: --skip-reference"
+    if skip is None:
+        variants.append(("reference (n x n matrix)", "float32",
+                         lambda a, b, st: kcenter_reference_indices(a, b, seed=seed)))
+    for precision in ("float32", "float16"):
+        variants.append(("O(n) running min", precision,
+                         lambda a, b, st, p=precision: kcenter_greedy_indices(a, b, seed=seed, precision=p)))
+    if prune:
+        for precision in ("float32", "float16"):
+            variants.append(("O(n) + triangle pruning", precision,
+                             lambda a, b, st, p=precision: kcenter_greedy_indices(
+                                 a, b, seed=seed, precision=p, prune=True, stats=st)))
+
+    warm = synthetic_embeddings(min(n, 256), dim, data, seed + 1)
+    for _, _, fn in variants:
+        fn(warm, min(k, 8), {})
+
+    rows: list[dict[str, Any]] = []
+    for name, precision, fn in variants:
+        st: dict[str, int] = {}
+        got = measure_call(fn, x, k, st)
+        row = {"variant": name, "precision": precision, "seconds": got["seconds"],
+               "tracemalloc_peak_mb": got["tracemalloc_peak_bytes"] / 1e6,
+               "rss_peak_delta_mb": None if got["rss_peak_delta_bytes"] is None else got["rss_peak_delta_bytes"] / 1e6,
+               "rss_peak_method": got["rss_peak_method"],
+               "distances_computed_share": (st["distances_computed"] / max(1, st["distances_computed"]
+                                                                          + st["distances_skipped"])
+                                            if st else (None if name.startswith("reference") else 1.0)),
+               "centers": got["result"]}
+        log(f"{name} ({precision}): {row['seconds']:.2f} s, tracemalloc peak {row['tracemalloc_peak_mb']:.1f} MB, "
+            f"RSS peak +{row['rss_peak_delta_mb'] or 0:.1f} MB")
+        rows.append(row)
+
+    radius_skip = None
+    if n * k > KCENTER_RADIUS_MAX_PAIRS:
+        radius_skip = f"not computed: n x k = {n * k:,} above {KCENTER_RADIUS_MAX_PAIRS:,}"
+    radii: dict[tuple, float] = {}
+    for row in rows:
+        key = tuple(row["centers"])
+        if radius_skip is None and key not in radii:
+            radii[key] = covering_radius(x, row["centers"])
+        row["covering_radius"] = radii.get(key)
+
+    base = rows[0]
+    ref = base if base["variant"].startswith("reference") else None
+    for row in rows:
+        row["same_centers_as_baseline"] = row["centers"] == base["centers"]
+        if row["covering_radius"] is not None and base["covering_radius"] is not None:
+            row["radius_diff_vs_baseline"] = abs(row["covering_radius"] - base["covering_radius"])
+        else:
+            row["radius_diff_vs_baseline"] = None
+        row["agrees_with_baseline"] = (row["same_centers_as_baseline"]
+                                       or (row["radius_diff_vs_baseline"] is not None
+                                           and row["radius_diff_vs_baseline"] <= KCENTER_RADIUS_TOLERANCE))
+        if ref is not None:
+            row["speedup_vs_reference"] = ref["seconds"] / row["seconds"]
+            row["tracemalloc_ratio_vs_reference"] = ref["tracemalloc_peak_mb"] / max(row["tracemalloc_peak_mb"], 1e-6)
+            # below 1 MB the resident-set growth is within memory the process already held: no ratio
+            row["rss_ratio_vs_reference"] = (ref["rss_peak_delta_mb"] / row["rss_peak_delta_mb"]
+                                             if ref["rss_peak_delta_mb"] is not None
+                                             and (row["rss_peak_delta_mb"] or 0) >= 1.0 else None)
+        else:
+            row["speedup_vs_reference"] = row["tracemalloc_ratio_vs_reference"] = row["rss_ratio_vs_reference"] = None
+    result = {
+        "benchmark": "kcenter", "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "n": n, "dim": dim, "k": k, "seed": seed, "data": data, "machine": info,
+        "baseline": f"{base['variant']} ({base['precision']})",
+        "reference": "ran" if ref is not None else skip,
+        "reference_rule": (f"n <= {KCENTER_REFERENCE_MAX_N:,} and about 2 x 4 n^2 bytes within "
+                           f"{KCENTER_REFERENCE_MEMORY_SHARE:.0%} of the available memory"),
+        "covering_radius": radius_skip or "max over rows of the distance to the nearest center (float64)",
+        "radius_tolerance": KCENTER_RADIUS_TOLERANCE,
+        "all_agree": all(r["agrees_with_baseline"] for r in rows),
+        "variants": [{key: v for key, v in r.items() if key != "centers"} for r in rows],
+    }
+    return result
+
+
+def _num(v, fmt: str, none: str = "n/a") -> str:
+    return none if v is None else format(v, fmt)
+
+
+def kcenter_markdown_table(result: dict[str, Any]) -> str:
+    lines = ["| variant | precision | seconds | tracemalloc peak MB | RSS peak +MB | distances computed "
+             "| speed-up vs reference | memory ratio vs reference (tracemalloc / RSS) | same centers as baseline "
+             "| covering radius | Δ radius vs baseline |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
+    for v in result["variants"]:
+        mem = ("n/a" if v["tracemalloc_ratio_vs_reference"] is None else
+               f"{v['tracemalloc_ratio_vs_reference']:.0f}x / "
+               + ("n/a" if v["rss_ratio_vs_reference"] is None else f"{v['rss_ratio_vs_reference']:.0f}x"))
+        lines.append(
+            f"| {v['variant']} | {v['precision']} | {v['seconds']:.2f} | {v['tracemalloc_peak_mb']:.1f} | "
+            f"{_num(v['rss_peak_delta_mb'], '.1f')} | {_num(v['distances_computed_share'], '.1%')} | "
+            f"{_num(v['speedup_vs_reference'], '.1f')}{'x' if v['speedup_vs_reference'] else ''} | {mem} | "
+            f"{'yes' if v['same_centers_as_baseline'] else 'no'} | {_num(v['covering_radius'], '.6f')} | "
+            f"{_num(v['radius_diff_vs_baseline'], '.1e')} |")
+    return "\n".join(lines)

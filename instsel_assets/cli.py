@@ -7,6 +7,10 @@
 - ``instsel demo``: materialise the whole default chain in-process on the bundled sample.
 - ``instsel bench ifd [--rows N] [--model M] [--json]``: IFD throughput of the loss engine against a
   reference-style loop on this machine, to estimate what scoring a pool will cost before launching it.
+- ``instsel bench kcenter [--n N] [--dim D] [--k K] [--seed S] [--data clustered|diffuse] [--json]``:
+  seconds and peak memory of greedy k-center (O(n) running minimum, float32 / float16, with and
+  without triangle pruning) against the ``n x n`` reference-style version where it fits, on seeded
+  synthetic embeddings, and whether they pick the same centers or cover as well.
 """
 
 from __future__ import annotations
@@ -216,6 +220,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_kcenter(args: argparse.Namespace) -> int:
+    from instsel_assets.bench import kcenter_markdown_table, run_kcenter_bench
+
+    try:
+        result = run_kcenter_bench(n=args.n, dim=args.dim, k=args.k, seed=args.seed, data=args.data,
+                                   reference=not args.skip_reference, prune=not args.no_prune,
+                                   log=(lambda msg: print(msg, file=sys.stderr, flush=True)))
+    except ValueError as err:
+        print(f"instsel bench kcenter: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+    print(kcenter_markdown_table(result))
+    print(f"\nbaseline: {result['baseline']}; reference: {result['reference']}; covering radius: "
+          f"{result['covering_radius']}")
+    print("all variants agree with the baseline (same centers, or covering radius within "
+          f"{result['radius_tolerance']:g})" if result["all_agree"] else
+          "NOT all variants agree with the baseline: see 'same centers' and 'Δ radius'")
+    return 0
+
+
 def _workers(value: str) -> str | int:
     return value if value == "auto" else int(value)
 
@@ -255,6 +281,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-reference", action="store_true", help="time only the engine")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(fn=cmd_bench)
+    p = bench.add_parser("kcenter", help="greedy k-center: the O(n) version against an n x n reference-style one")
+    p.add_argument("--n", type=int, default=20_000, help="rows (default 20000)")
+    p.add_argument("--dim", type=int, default=384, help="embedding dimension (default 384, as all-MiniLM-L6-v2)")
+    p.add_argument("--k", type=int, default=1000, help="centers to pick (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the embeddings and of the first center (default 0)")
+    p.add_argument("--data", choices=("clustered", "diffuse"), default="clustered",
+                   help="unit-normalised Gaussian blobs (default) or isotropic Gaussian rows")
+    p.add_argument("--skip-reference", action="store_true",
+                   help="never run the n x n reference (by default it runs when n <= 30000 and it fits in memory)")
+    p.add_argument("--no-prune", action="store_true", help="leave out the triangle-pruning variants")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.set_defaults(fn=cmd_bench_kcenter)
     return parser
 
 
