@@ -31,9 +31,10 @@ def code_version_of(*module_names: str) -> str:
 
 
 def suite_check(df: pd.DataFrame, suite: str, *, asset_key: dg.AssetKey | str | None = None,
-                check_name: str | None = None) -> dg.AssetCheckResult:
-    """Run the Great Expectations suite ``suite`` on ``df`` as an asset check result."""
-    result = validate_frame(df, suite)
+                check_name: str | None = None, extra: list | None = None) -> dg.AssetCheckResult:
+    """Run the Great Expectations suite ``suite`` (plus the ``extra`` expectations, ``(class name, kwargs)``) on
+    ``df`` as an asset check result."""
+    result = validate_frame(df, suite, extra)
     return dg.AssetCheckResult(
         asset_key=asset_key,
         check_name=check_name or "great_expectations_suite",

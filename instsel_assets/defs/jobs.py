@@ -1,9 +1,9 @@
 """Jobs: the chain in three steps, because its assets are partitioned three ways.
 
-1. ``prepare_pool_job`` (unpartitioned): raw datasets -> pool -> features -> SQL models -> the demo's LM
-   scores (IFD with its pre-experienced model, Superfiltering, perplexity). ``trainable_llm_scores_job``
-   computes every trainable-LLM score (family 2), the slow ones included; ``judge_scores_job`` every judge
-   score (family 3) through the ``judge`` resource.
+1. ``prepare_pool_job`` (unpartitioned): raw datasets -> pool -> features (duplicates included) -> SQL models
+   -> the demo's LM scores (IFD with its pre-experienced model, Superfiltering, perplexity).
+   ``trainable_llm_scores_job`` computes every trainable-LLM score (family 2), the slow ones included, and the
+   reward score (MoDS); ``judge_scores_job`` every judge score (family 3) through the ``judge`` resource.
 2. ``select_and_train_job`` (one run per selection partition): subset -> checkpoint.
 3. ``evaluate_job`` (unpartitioned): every checkpoint -> evaluation report.
 """
@@ -18,14 +18,15 @@ prepare_pool_job = dg.define_asset_job(
     "prepare_pool_job",
     selection=dg.AssetSelection.groups("raw", "pool", "features", "sql_models")
     | dg.AssetSelection.assets(*DEMO_SCORE_ASSETS),
-    description="Read every source, build the pool, compute features, SQL indicators and the demo's LM scores "
-                "(IFD with its pre-experienced model, Superfiltering, perplexity).",
+    description="Read every source, build the pool, compute features (duplicates included), SQL indicators and the "
+                "demo's LM scores (IFD with its pre-experienced model, Superfiltering, perplexity).",
 )
 trainable_llm_scores_job = dg.define_asset_job(
     "trainable_llm_scores_job",
     selection=dg.AssetSelection.groups("scores"),
     description="Every trainable-LLM score (docs/METHODS.md family 2) on the current pool: IFD, Superfiltering, "
-                "perplexity, prompt uncertainty, Nuggets, self-curation, DiverseEvol, the TEGIT discriminator.",
+                "perplexity, prompt uncertainty, Nuggets, self-curation, DiverseEvol, the TEGIT discriminator; "
+                "and the reward score (MoDS, family 4; a stand-in rating unless a reward model is configured).",
 )
 judge_scores_job = dg.define_asset_job(
     "judge_scores_job",

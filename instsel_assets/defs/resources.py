@@ -1,4 +1,5 @@
-"""Resources: the models every stage shares, the judge, and the storage the tables and artefacts live in.
+"""Resources: the models every stage shares, the judge, the reward model, and the storage the tables and
+artefacts live in.
 
 Loaded models are cached per process, keyed by their settings, so one run that scores, trains
 and evaluates loads each model once.
@@ -111,6 +112,81 @@ class EmbeddingModelResource(dg.ConfigurableResource):
 
     def settings_dict(self) -> dict[str, Any]:
         return {"model": self.model, "batch_size": self.batch_size}
+
+
+REWARD_MODES = ("auto", "reward_model", "stand_in")
+_CAUSAL_LM_SUFFIXES = ("ForCausalLM", "LMHeadModel")
+
+
+class RewardModelResource(dg.ConfigurableResource):
+    """The reward model of the ``reward_scores`` asset (MoDS's quality step; the reward-score indicator).
+
+    Any ``AutoModelForSequenceClassification`` (a Hugging Face id or local directory) is the real path. The
+    embedded default, ``packaged:smollm2-135m-instruct``, is a STAND-IN, not a reward model: no reward model
+    can be loaded offline, so the packaged SmolLM2-135M-Instruct rates each response's helpfulness 1-5 and the
+    score is its expected rating; the table's ``reward_model`` column and the asset's metadata say "stand-in".
+    """
+
+    model: str = Field(
+        default="packaged:smollm2-135m-instruct",
+        description="A reward model: Hugging Face id or local directory of any AutoModelForSequenceClassification "
+                    "(e.g. 'OpenAssistant/reward-model-deberta-v3-large-v2'); its logit is reward_score. The "
+                    "default 'packaged:smollm2-135m-instruct' is a STAND-IN, not a reward model (none can be "
+                    "loaded offline): the packaged SmolLM2-135M-Instruct's expected 1-5 helpfulness rating, "
+                    "labelled 'stand-in: packaged SmolLM2 rating, not a reward model' in the table and the "
+                    "metadata. Any other causal LM given here is used the same way, also labelled as a stand-in.")
+    mode: str = Field(
+        default="auto",
+        description="'auto' (a sequence classifier is scored as a reward model; a causal LM, the packaged default "
+                    "included, by the stand-in rating prompt; read from the checkpoint's config), or "
+                    "'reward_model' / 'stand_in' to force a path.")
+    label_index: int | None = Field(
+        default=None,
+        description="The logit read as the reward from a classifier with several labels (required then); None "
+                    "for the usual one-label reward head. Unused by the stand-in.")
+    dtype: str = Field(default="auto", description="'auto' (bf16 where native), 'float32' or 'bfloat16'.")
+    device: str = Field(default="auto", description="'auto' (CUDA when present), 'cpu' or 'cuda'.")
+    batch_size: int = Field(default=8, description="Pairs per forward pass (length-sorted batches).")
+    max_length: int = Field(
+        default=1024,
+        description="Tokens per pair; a longer pair has its response, then its instruction, shortened from the "
+                    "end (counted as truncated in the metadata).")
+
+    def is_causal_lm(self) -> bool:
+        """True when ``model`` is loaded as a causal LM (the stand-in): forced by ``mode='stand_in'``, the
+        packaged models, and in 'auto' a checkpoint whose config names a causal-LM architecture."""
+        if self.mode not in REWARD_MODES:
+            raise ValueError(f"reward_model: mode must be one of {list(REWARD_MODES)}, got {self.mode!r}")
+        if self.mode != "auto":
+            return self.mode == "stand_in"
+        if self.model.startswith("packaged:"):
+            return True
+        from transformers import AutoConfig
+
+        from instsel_assets.models.loading import resolve_model_path
+
+        architectures = getattr(AutoConfig.from_pretrained(resolve_model_path(self.model)), "architectures", None)
+        architectures = list(architectures or [])
+        if any(a.endswith("ForSequenceClassification") for a in architectures):
+            return False
+        return any(a.endswith(_CAUSAL_LM_SUFFIXES) for a in architectures)
+
+    def load(self):
+        """(model, tokenizer), shared by every asset of this process: a causal LM for the stand-in (the same
+        cache entry as ``LanguageModelResource`` at the same settings), else the sequence classifier."""
+        if self.is_causal_lm():
+            from instsel_assets.models.loading import load_causal_lm
+
+            return _cached(("lm", self.model, self.dtype, self.device),
+                           lambda: load_causal_lm(self.model, dtype=self.dtype, device=self.device))
+        from instsel_assets.scoring.reward import load_reward_model
+
+        return _cached(("reward", self.model, self.dtype, self.device),
+                       lambda: load_reward_model(self.model, dtype=self.dtype, device=self.device))
+
+    def settings_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "mode": self.mode, "label_index": self.label_index, "dtype": self.dtype,
+                "device": self.device, "batch_size": self.batch_size, "max_length": self.max_length}
 
 
 JUDGE_BACKENDS = ("local", "openai")
@@ -338,4 +414,6 @@ def default_resources() -> dict[str, Any]:
         "embedding_model": EmbeddingModelResource(),
         # The judge of the powerful-LLM methods (defs/judge.py): the packaged SmolLM2 in-process by default.
         "judge": judge_resource(),
+        # The reward model of reward_scores; by default a stand-in (the packaged SmolLM2's helpfulness rating).
+        "reward_model": RewardModelResource(),
     }

@@ -1,4 +1,5 @@
-"""LM scores (docs/METHODS.md family 2): one asset per trainable-LLM scorer, all on the shared loss engine.
+"""LM scores (docs/METHODS.md family 2): one asset per trainable-LLM scorer, all on the shared loss engine; and
+the reward score (MoDS, family 4) from the ``reward_model`` resource.
 
 Each asset loads its model from a ``LanguageModelResource`` (``language_model``: the reference/target model;
 ``filter_model``: Superfiltering's small scorer model), opens the model's resumable loss cache and calls the
@@ -17,7 +18,7 @@ from pydantic import Field
 from instsel_assets import settings
 from instsel_assets.defs._common import ProgressLogger, code_version_of, suite_check
 from instsel_assets.defs.k8s import gpu_op_tags
-from instsel_assets.defs.resources import LanguageModelResource
+from instsel_assets.defs.resources import LanguageModelResource, RewardModelResource
 
 ENGINE_MODULES = ("instsel_assets.scoring.loss_engine", "instsel_assets.scoring.loss_cache",
                   "instsel_assets.models.chat")
@@ -79,9 +80,10 @@ def histogram_md(values: np.ndarray, label: str, bins: int = 10) -> str:
 
 
 def run_scorer(context: dg.AssetExecutionContext, scorer_name: str, pool: pd.DataFrame, model, tokenizer,
-               lm: LanguageModelResource, *, what: str, params: dict[str, Any] | None = None,
+               lm: LanguageModelResource | RewardModelResource, *, what: str, params: dict[str, Any] | None = None,
                engine: bool = True) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Call the registered scorer with the resource's engine settings and cache; return (scores, metadata)."""
+    """Call the registered scorer with the resource's engine settings and cache; return (scores, metadata).
+    ``engine=False`` needs only the resource's ``model``, ``batch_size``, ``max_length`` and ``settings_dict()``."""
     from instsel_assets.models.loading import model_fingerprint
     from instsel_assets.registry import get_scorer
 
@@ -92,7 +94,8 @@ def run_scorer(context: dg.AssetExecutionContext, scorer_name: str, pool: pd.Dat
     params = dict(params or {})
     kwargs.update(params)  # an asset's own setting (e.g. the length a model was trained at) wins over the resource's
     context.log.info(f"{scorer_name}: {len(pool)} rows with {lm.model} ({next(model.parameters()).dtype}, "
-                     f"batch {kwargs['batch_size']}, max_length {kwargs['max_length']}, workers {lm.workers}) {params}")
+                     f"batch {kwargs['batch_size']}, max_length {kwargs['max_length']}, "
+                     f"workers {getattr(lm, 'workers', 1)}) {params}")
     t0 = time.monotonic()
     scores = scorer.fn(pool, model, tokenizer, progress=ProgressLogger(context.log, what), **kwargs)
     seconds = time.monotonic() - t0
@@ -114,8 +117,8 @@ def run_scorer(context: dg.AssetExecutionContext, scorer_name: str, pool: pd.Dat
 
 
 def score_checks(asset: str, scores: pd.DataFrame, pool: pd.DataFrame, main_column: str,
-                 scorable: np.ndarray | None = None):
-    """covers_pool, scored_rows_finite, great_expectations_suite."""
+                 scorable: np.ndarray | None = None, extra_expectations: list | None = None):
+    """covers_pool, scored_rows_finite, great_expectations_suite (the asset's suite plus ``extra_expectations``)."""
     yield dg.AssetCheckResult(check_name="covers_pool", asset_key=asset,
                               passed=len(scores) == len(pool) and set(scores["id"]) == set(pool["id"]),
                               metadata={"score_rows": len(scores), "pool_rows": len(pool)})
@@ -131,7 +134,7 @@ def score_checks(asset: str, scores: pd.DataFrame, pool: pd.DataFrame, main_colu
                               passed=non_finite == 0 and nan_rows == unscorable,
                               metadata={"non_finite_on_scorable_rows": non_finite, "nan_rows": nan_rows,
                                         "rows_counted_unscorable": unscorable})
-    yield suite_check(scores, asset, asset_key=asset)
+    yield suite_check(scores, asset, asset_key=asset, extra=extra_expectations)
 
 
 # ------------------------------------------------------------------------------------------- Cherry LLM / IFD
@@ -626,9 +629,52 @@ def tegit_scores(context: dg.AssetExecutionContext, instruction_pool: pd.DataFra
     yield from score_checks("tegit_scores", scores, instruction_pool, "tegit_good_prob")
 
 
+# --------------------------------------------------------------------------------------------- reward (MoDS)
+@score_table_asset(
+    "reward_scores", "reward_score",
+    ("instsel_assets.scoring.reward", "instsel_assets.scoring.self_curation", "instsel_assets.scoring.next_token",
+     "instsel_assets.models.loading"),
+    description="Reward score of each pool row's (instruction, response) pair from the `reward_model` resource "
+                "(MoDS's quality step; the reward-score indicator of family 1): the logit of any "
+                "AutoModelForSequenceClassification. By default a STAND-IN, not a reward model: the packaged "
+                "SmolLM2's expected 1-5 helpfulness rating, named as a stand-in in the reward_model column and "
+                "the metadata.",
+)
+def reward_scores(context: dg.AssetExecutionContext, instruction_pool: pd.DataFrame,
+                  reward_model: RewardModelResource):
+    model, tokenizer = reward_model.load()
+    params: dict[str, Any] = {"mode": reward_model.mode, "model_name": reward_model.model}
+    if reward_model.label_index is not None:
+        params["label_index"] = reward_model.label_index
+    scores, meta = run_scorer(context, "reward_score", instruction_pool, model, tokenizer, reward_model,
+                              what="reward pairs", engine=False, params=params)
+    label = str(scores.attrs.get("reward_model", reward_model.model))
+    stand_in = scores.attrs.get("mode") == "stand_in"
+    values = scores["reward_score"].to_numpy(dtype=float)
+    extra_meta: dict[str, Any] = {"reward_model": label, "stand_in": stand_in,
+                                  "rows_scored": int(np.isfinite(values).sum())}
+    extra_expectations = None
+    if stand_in:
+        note = (f"{label}: reward_score is the expected 1-5 helpfulness rating of the causal LM "
+                f"{reward_model.model!r}, a weak quality signal. Set the reward_model resource's `model` to a "
+                f"sequence-classification reward model for MoDS.")
+        context.log.warning(note)
+        extra_meta["stand_in_note"] = note
+        extra_expectations = [
+            ("ExpectColumnValuesToBeBetween", {"column": "reward_score", "min_value": 1.0, "max_value": 5.0}),
+            ("ExpectColumnValuesToMatchRegex", {"column": "reward_model", "regex": "^stand-in: "}),
+        ]
+    yield dg.Output(scores, metadata={
+        **meta, **extra_meta,
+        "score_histogram": dg.MetadataValue.md(histogram_md(values, "expected rating" if stand_in else "reward")),
+    })
+    yield from score_checks("reward_scores", scores, instruction_pool, "reward_score",
+                            extra_expectations=extra_expectations)
+
+
 # Every asset of this stage, in lineage order (Cherry LLM's pre-experience first).
 SCORE_ASSETS = [ifd_pre_experienced_model, ifd_scores, superfiltering_scores, perplexity_scores,
                 prompt_uncertainty_scores, nuggets_scores, self_curation_scores, diverseevol_ranks,
-                tegit_discriminator, tegit_scores]
+                tegit_discriminator, tegit_scores, reward_scores]
 # The scores `instsel demo` computes (those its selections read; ~10 min on 2 CPU cores for the sample).
 DEMO_SCORE_ASSETS = ["ifd_pre_experienced_model", "ifd_scores", "superfiltering_scores", "perplexity_scores"]

@@ -32,7 +32,8 @@ CODE_VERSION = code_version_of(
     "instsel_assets.selection.deita_score_first", "instsel_assets.selection.instag_complexity_first",
     "instsel_assets.selection.lift_variance", "instsel_assets.selection.tree_instruct_threshold",
     "instsel_assets.selection.wavecoder_pass", "instsel_assets.selection.threshold",
-    "instsel_assets.selection.top_k", "instsel_assets.selection.compose")
+    "instsel_assets.selection.top_k", "instsel_assets.selection.compose",
+    "instsel_assets.selection.dataset_quantization", "instsel_assets.selection.coreset")
 
 # Which asset computes each column a selector may read. The pool's own tables (metric_features,
 # length_indicators) are always loaded; the score assets only when their columns are read.
@@ -47,6 +48,11 @@ COLUMN_ASSETS = {
     "self_curation_score": "self_curation_scores",
     "diverseevol_rank": "diverseevol_ranks",
     "tegit_good_prob": "tegit_scores",
+    # Family 1 indicators and MoDS's reward score (features / scores groups), read by the generic selectors.
+    "exact_dup_group": "duplicate_indicators", "exact_dup_rank": "duplicate_indicators",
+    "near_dup_cluster": "duplicate_indicators", "near_dup_rank": "duplicate_indicators",
+    "near_dup_cluster_size": "duplicate_indicators",
+    "reward_score": "reward_scores",
     # Judge tables (defs/judge.py); instag_tags holds the tags normalised over the pool (the raw ones are
     # instag_tags_raw, not read by the selector).
     "alpagasus_score": "alpagasus_scores",

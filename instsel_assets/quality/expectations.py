@@ -43,6 +43,15 @@ SUITES: dict[str, list[Expectation]] = {
         ("ExpectColumnValuesToBeBetween", {"column": "output_tokens", "min_value": 1}),
         ("ExpectColumnValuesToNotBeNull", {"column": "language"}),
     ],
+    "duplicate_indicators": [
+        ("ExpectColumnValuesToNotBeNull", {"column": "id"}),
+        ("ExpectColumnValuesToBeUnique", {"column": "id"}),
+        ("ExpectColumnValuesToNotBeNull", {"column": "exact_dup_group"}),
+        ("ExpectColumnValuesToNotBeNull", {"column": "near_dup_cluster"}),
+        ("ExpectColumnValuesToBeBetween", {"column": "exact_dup_rank", "min_value": 0}),
+        ("ExpectColumnValuesToBeBetween", {"column": "near_dup_rank", "min_value": 0}),
+        ("ExpectColumnValuesToBeBetween", {"column": "near_dup_cluster_size", "min_value": 1}),
+    ],
     "length_indicators": [
         ("ExpectColumnValuesToBeUnique", {"column": "id"}),
         ("ExpectColumnValuesToBeBetween", {"column": "instruction_chars", "min_value": 1}),
@@ -89,6 +98,13 @@ SUITES: dict[str, list[Expectation]] = {
     "tegit_scores": [
         ("ExpectColumnValuesToBeUnique", {"column": "id"}),
         ("ExpectColumnValuesToBeBetween", {"column": "tegit_good_prob", "min_value": 0.0, "max_value": 1.0}),
+    ],
+    # The reward model's logit is unbounded; the stand-in's expected rating is checked to lie in [1, 5] by an extra
+    # expectation (defs/scores.py). Unscorable rows are NaN, counted by the scored_rows_finite check.
+    "reward_scores": [
+        ("ExpectColumnValuesToNotBeNull", {"column": "id"}),
+        ("ExpectColumnValuesToBeUnique", {"column": "id"}),
+        ("ExpectColumnValuesToNotBeNull", {"column": "reward_model"}),
     ],
     # Judge tables (defs/judge.py): every pool row once, with its status and raw replies; the score columns are
     # null on the rows that are not "ok" (null values are not checked by the range expectations).

@@ -57,6 +57,15 @@ SELECTIONS: tuple[SelectionSpec, ...] = (
                    "then": {"selector": "kcenter_greedy", "params": {}}},
                   "Quality, then diversity: the top 20% of the pool by IFD (IFD >= 1 dropped), then farthest-first "
                   "k-center on their embeddings to the budget."),
+    SelectionSpec("dataset_quantization", "dataset_quantization", {},
+                  "DQ, Dataset Quantization: GraphCut splits the pool into 10 bins on the MiniLM embeddings, then a "
+                  "uniform sample from every bin, in proportion to its size."),
+    SelectionSpec("coreset", "coreset", {},
+                  "Coreset (\"Maybe only 0.5% data is needed\"): k-means (10 clusters) on the MiniLM embeddings, the "
+                  "budget split by cluster size, k-center-greedy inside each cluster."),
+    SelectionSpec("reward_top", "top_k", {"column": "reward_score"},
+                  "MoDS's quality step as a top-m: the highest reward score (reward_scores; the packaged SmolLM2's "
+                  "stand-in rating unless a reward model is configured)."),
 )
 
 # The selections `instsel demo` trains and evaluates on the bundled sample: the scores they read take

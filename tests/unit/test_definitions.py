@@ -52,7 +52,7 @@ GPU_ASSETS = {"ifd_pre_experienced_model", "ifd_scores", "superfiltering_scores"
               "prompt_uncertainty_scores", "nuggets_scores", "self_curation_scores", "diverseevol_ranks",
               "tegit_discriminator", "tegit_scores", "finetuned_checkpoints", "evaluation_reports",
               "alpagasus_scores", "deita_scores", "instag_tags", "lift_scores", "tree_instruct_scores",
-              "wavecoder_scores"}
+              "wavecoder_scores", "reward_scores"}
 
 
 def test_gpu_steps_request_a_gpu_and_cpu_steps_do_not():
@@ -119,3 +119,20 @@ def test_every_judge_scorer_has_an_asset_and_every_judge_selection_a_partition()
     selected = graph.get(dg.AssetKey("selected_subsets"))
     assert judge_assets <= {k.to_user_string() for k in selected.parent_keys}
     assert "judge" in defs.resources
+
+
+def test_the_indicator_and_small_model_scorers_have_assets_and_their_selections_partitions():
+    """docs/METHODS.md families 1 and 4: duplicates and the reward score are tables selectors can read; DQ, the
+    coreset and the reward top-m are partitions."""
+    from definitions import defs
+    from instsel_assets import registry
+    from instsel_assets.defs.selection import COLUMN_ASSETS
+    from instsel_assets.selection.plan import selection_names
+
+    graph = defs.resolve_asset_graph()
+    for scorer, asset, group in (("duplicates", "duplicate_indicators", "features"),
+                                 ("reward_score", "reward_scores", "scores")):
+        assert graph.get(dg.AssetKey(asset)).group_name == group
+        assert {COLUMN_ASSETS[c] for c in registry.get_scorer(scorer).columns if c != "reward_model"} == {asset}
+    assert {"dataset_quantization", "coreset", "reward_top"} <= set(selection_names())
+    assert "reward_model" in defs.resources

@@ -138,3 +138,29 @@ def test_the_instag_selection_reads_the_normalised_tags(tmp_path, monkeypatch):
     assert list(output.value["id"]) == ["r0", "r1"]
     assert output.metadata["columns_read"].value == ["id", "instag_tags"]
     assert checks["size_fits_budget"].passed
+
+
+@pytest.mark.parametrize("method", ["dataset_quantization", "coreset"])
+def test_the_embedding_partitions_fill_the_budget_from_the_pool_tables_alone(method, tmp_path, monkeypatch):
+    output, checks = _select(method, tmp_path, monkeypatch)
+    assert len(output.value) == 5 and output.value["id"].is_unique
+    assert output.metadata["columns_read"].value == ["id", "embedding"]
+    assert output.metadata["score_assets_read"].value == {}
+    assert all(c.passed for c in checks.values())
+
+
+def test_the_reward_top_partition_reads_reward_scores(tmp_path, monkeypatch):
+    db = tmp_path / "t.duckdb"
+    monkeypatch.setenv("INSTSEL_DUCKDB", str(db))
+    ids = [f"r{i}" for i in range(10)]
+    values = [0.1, 2.0, np.nan, -1.0, 3.5, 0.7, 1.2, 2.2, -0.5, 0.0]
+    rewards = pd.DataFrame({"id": ids, "reward_score": values, "reward_model": ["rm"] * 10})  # noqa: F841
+    con = duckdb.connect(str(db))
+    con.execute("create schema if not exists public")
+    con.execute("create table public.reward_scores as select * from rewards")
+    con.close()
+    output, checks = _select("reward_top", tmp_path, monkeypatch)
+    assert list(output.value["id"]) == ["r4", "r7", "r1", "r6", "r5"]  # highest first; the NaN row never
+    assert output.metadata["columns_read"].value == ["id", "reward_score"]
+    assert output.metadata["scorer_settings"].value["reward_score"]["asset"] == "reward_scores"
+    assert checks["size_fits_budget"].passed and checks["ids_in_pool"].passed
