@@ -72,6 +72,40 @@ def test_length_indicators_runs_on_pool_rows():
     assert list(out.index) == ["a", "b"]
 
 
+def bundled(name: str):
+    return next(m for m in discover_sql_models(settings.sql_models_dir()) if m.name == name)
+
+
+def test_dedup_length_filter_gives_every_row_one_reason_or_keeps_it():
+    model = bundled("dedup_length_filter")
+    assert model.upstream == ("duplicate_indicators", "length_indicators")
+    ids = ["a", "b", "c", "d", "e", "f"]
+    lengths = pd.DataFrame({"id": ids, "source": "s", "language": "en", "output_chars": [10, 10, 10, 0, 4, 10],
+                            "output_tokens": [5, 5, 5, 0, 2, 5], "total_tokens": [20, 20, 20, 9, 12, 3000]})
+    dups = pd.DataFrame({"id": ids, "exact_dup_group": ["a", "a", "c", "d", "e", "f"],
+                         "exact_dup_rank": [0, 1, 0, 0, 0, 0], "near_dup_cluster": ["a", "a", "a", "d", "e", "f"],
+                         "near_dup_rank": [0, 1, 2, 0, 0, 0], "near_dup_cluster_size": [3, 3, 3, 1, 1, 1]})
+    out = run_sql_model(model, {"duplicate_indicators": dups, "length_indicators": lengths}).set_index("id")
+    assert list(out.index) == ids  # every row once: kept + dropped = read
+    assert out["drop_reason"].tolist() == [None, "exact duplicate of a", "near duplicate in cluster a",
+                                           "empty response", "response shorter than 3 tokens",
+                                           "longer than 2048 tokens"]
+    assert out["kept"].tolist() == [True, False, False, False, False, False]
+
+
+def test_ifd_top_per_source_keeps_the_top_tenth_of_each_source_below_one():
+    model = bundled("ifd_top_per_source")
+    assert model.upstream == ("ifd_scores", "instruction_pool")
+    pool = pd.DataFrame({"id": [f"x{i:02d}" for i in range(20)] + ["y0", "y1", "y2"],
+                         "source": ["x"] * 20 + ["y"] * 3})
+    ifd = [0.95, 0.5, 1.2, 0.9, None] + [0.1] * 15 + [0.3, 0.2, 2.0]
+    scores = pd.DataFrame({"id": pool["id"], "ifd": ifd})
+    out = run_sql_model(model, {"ifd_scores": scores, "instruction_pool": pool})
+    # x: 20 rows -> 2 kept, the highest IFD below 1 (1.2 is not eligible, None neither); y: 3 rows -> 1 kept
+    assert out["id"].tolist() == ["x00", "x03", "y0"]
+    assert out["rank_in_source"].tolist() == [1, 2, 1] and out["source_rows"].tolist() == [20, 20, 3]
+
+
 def test_run_reports_missing_tables_and_duckdb_errors(tmp_path):
     model = parse_sql_model(write(tmp_path, "m", "SELECT no_such_column FROM t"))
     with pytest.raises(SqlModelError, match="not provided"):
