@@ -45,4 +45,19 @@ evaluate_job = dg.define_asset_job(
     description="Held-out loss of the base model and every checkpoint; the comparison report.",
 )
 
-JOBS = [prepare_pool_job, trainable_llm_scores_job, judge_scores_job, select_and_train_job, evaluate_job]
+instruct_mining_job = dg.define_asset_job(
+    "instruct_mining_job",
+    selection=dg.AssetSelection.groups("instruct_mining"),
+    description="Subset experiments (random subsets fine-tuned and evaluated), the InstructMining rule fitted on "
+                "them, the InstructionGPT-4 selector trained on them, and the scores both give every pool row.",
+)
+
+mods_job = dg.define_asset_job(
+    "mods_job",
+    selection=dg.AssetSelection.groups("mods"),
+    description="MoDS: the reward-filtered quality set, its k-center seeds, the model fine-tuned on them, and the "
+                "instructions that model still answers badly (k-center over them).",
+)
+
+JOBS = [prepare_pool_job, trainable_llm_scores_job, judge_scores_job, instruct_mining_job, mods_job,
+        select_and_train_job, evaluate_job]

@@ -33,7 +33,9 @@ CODE_VERSION = code_version_of(
     "instsel_assets.selection.lift_variance", "instsel_assets.selection.tree_instruct_threshold",
     "instsel_assets.selection.wavecoder_pass", "instsel_assets.selection.threshold",
     "instsel_assets.selection.top_k", "instsel_assets.selection.compose",
-    "instsel_assets.selection.dataset_quantization", "instsel_assets.selection.coreset")
+    "instsel_assets.selection.dataset_quantization", "instsel_assets.selection.coreset",
+    "instsel_assets.selection.instruct_mining", "instsel_assets.selection.instruction_gpt4",
+    "instsel_assets.selection.mods")
 
 # Which asset computes each column a selector may read. The pool's own tables (metric_features,
 # length_indicators) are always loaded; the score assets only when their columns are read.
@@ -53,6 +55,8 @@ COLUMN_ASSETS = {
     "near_dup_cluster": "duplicate_indicators", "near_dup_rank": "duplicate_indicators",
     "near_dup_cluster_size": "duplicate_indicators",
     "reward_score": "reward_scores",
+    "mods_role": "mods_necessary_instructions", "mods_order": "mods_necessary_instructions",
+    "instruct_mining_score": "instruct_mining_scores", "instruction_gpt4_score": "instruction_gpt4_scores",
     # Judge tables (defs/judge.py); instag_tags holds the tags normalised over the pool (the raw ones are
     # instag_tags_raw, not read by the selector).
     "alpagasus_score": "alpagasus_scores",

@@ -214,3 +214,52 @@ def validate_frame(df: pd.DataFrame, suite_name: str, extra: list[Expectation] |
                 "examples": [str(v)[:80] for v in (r.result.get("partial_unexpected_list") or [])[:5]],
             })
     return SuiteResult(suite_name, bool(result.success), len(df), failures, len(result.results))
+
+
+# MoDS (defs/mods.py). D_h: the reward threshold is checked by the asset's `threshold_applied` check (its value
+# depends on the reward model); the stand-in's 1-5 range is an extra expectation added there.
+SUITES["mods_quality_set"] = [
+    ("ExpectColumnValuesToNotBeNull", {"column": "id"}),
+    ("ExpectColumnValuesToBeUnique", {"column": "id"}),
+    ("ExpectColumnValuesToNotBeNull", {"column": "reward_score"}),
+    ("ExpectColumnValuesToNotBeNull", {"column": "reward_model"}),
+    ("ExpectColumnValuesToNotBeNull", {"column": "quality_threshold"}),
+]
+SUITES["mods_seed_instructions"] = [
+    ("ExpectColumnValuesToNotBeNull", {"column": "id"}),
+    ("ExpectColumnValuesToBeUnique", {"column": "id"}),
+    ("ExpectColumnValuesToBeUnique", {"column": "seed_order"}),
+    ("ExpectColumnValuesToBeBetween", {"column": "seed_order", "min_value": 0}),
+]
+# generated_reward is null on the rows whose answer could not be generated (role 'failed'; nulls are not range-checked).
+SUITES["mods_necessary_instructions"] = [
+    ("ExpectColumnValuesToNotBeNull", {"column": "id"}),
+    ("ExpectColumnValuesToBeUnique", {"column": "id"}),
+    ("ExpectColumnValuesToBeInSet", {"column": "mods_role",
+                                     "value_set": ["seed", "augmented", "necessary", "not_necessary", "failed"]}),
+    ("ExpectColumnValuesToBeBetween", {"column": "mods_order", "min_value": -1}),
+    ("ExpectColumnValuesToNotBeNull", {"column": "quality_reward"}),
+]
+
+
+# The experiment-driven metric-set methods (defs/experiments.py): one row per subset experiment; one score per pool
+# row (the InstructMining score is a predicted loss and may be negative when the rule extrapolates, so it is not
+# bounded here; unscorable rows are NaN, counted by the scored_rows_finite check).
+SUITES.update({
+    "subset_experiments": [
+        ("ExpectColumnValuesToNotBeNull", {"column": "subset_id"}),
+        ("ExpectColumnValuesToBeUnique", {"column": "subset_id"}),
+        ("ExpectColumnValuesToBeBetween", {"column": "n_rows", "min_value": 1}),
+        ("ExpectColumnValuesToBeBetween", {"column": "steps", "min_value": 1}),
+        ("ExpectColumnValuesToBeBetween", {"column": "eval_loss", "min_value": 0.0}),
+        ("ExpectColumnValuesToBeBetween", {"column": "eval_examples", "min_value": 1}),
+    ],
+    "instruct_mining_scores": [
+        ("ExpectColumnValuesToNotBeNull", {"column": "id"}),
+        ("ExpectColumnValuesToBeUnique", {"column": "id"}),
+    ],
+    "instruction_gpt4_scores": [
+        ("ExpectColumnValuesToNotBeNull", {"column": "id"}),
+        ("ExpectColumnValuesToBeUnique", {"column": "id"}),
+    ],
+})

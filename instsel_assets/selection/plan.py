@@ -48,6 +48,15 @@ SELECTIONS: tuple[SelectionSpec, ...] = (
                   "Tree-Instruct: instructions whose semantic tree has >= 10 nodes, largest first."),
     SelectionSpec("wavecoder", "wavecoder", {},
                   "WaveCoder: code rows the discriminator passes on every requirement of their task type."),
+    SelectionSpec("mods", "mods", {},
+                  "MoDS: k-center seeds of the reward-filtered quality set, then k-center over the instructions the "
+                  "seed-trained model still answers badly (mods_job first)."),
+    SelectionSpec("instruct_mining", "instruct_mining", {},
+                  "InstructMining: the lowest held-out loss predicted by the indicator rule fitted on the subset "
+                  "experiments (instruct_mining_job first)."),
+    SelectionSpec("instruction_gpt4", "instruction_gpt4", {},
+                  "InstructionGPT-4 (text form): the highest score of the MLP selector trained on the subset "
+                  "experiments (instruct_mining_job first)."),
     SelectionSpec("random", "random", {}, "Uniform random subset (seeded): the baseline every method must beat."),
     SelectionSpec("longest", "longest", {}, "Longest responses (characters): the length baseline."),
     SelectionSpec("kcenter_greedy", "kcenter_greedy", {},

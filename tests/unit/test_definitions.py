@@ -48,7 +48,7 @@ def test_every_asset_has_a_check_and_a_code_version():
     assert all(a["has_code_version"] for a in current["assets"].values())
 
 
-GPU_ASSETS = {"ifd_pre_experienced_model", "ifd_scores", "superfiltering_scores", "perplexity_scores",
+GPU_ASSETS = {"subset_experiments", "mods_seed_model", "mods_necessary_instructions", "ifd_pre_experienced_model", "ifd_scores", "superfiltering_scores", "perplexity_scores",
               "prompt_uncertainty_scores", "nuggets_scores", "self_curation_scores", "diverseevol_ranks",
               "tegit_discriminator", "tegit_scores", "finetuned_checkpoints", "evaluation_reports",
               "alpagasus_scores", "deita_scores", "instag_tags", "lift_scores", "tree_instruct_scores",
