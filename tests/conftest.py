@@ -157,3 +157,22 @@ def backend(server):
     b = OpenAIBackend("judge-model", base_url=server.url, api_key=TEST_API_KEY, timeout=0.3)
     yield b
     b.close()
+
+
+# ------------------------------------------------------------------- isolated project home for defs tests
+@pytest.fixture
+def dagster_home(tmp_path, monkeypatch):
+    """``INSTSEL_HOME`` and ``DAGSTER_HOME`` under ``tmp_path`` (the latter created), so a test's materialisations
+    and tables stay in its own directory; returns ``tmp_path``."""
+    monkeypatch.setenv("INSTSEL_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    (tmp_path / "dagster_home").mkdir()
+    return tmp_path
+
+
+def save_tiny_causal_lm(directory, tokenizer) -> str:
+    """A tiny random Llama (``build_tiny_llama``) and ``tokenizer`` saved to ``directory``: a model directory that
+    loads through the real ``from_pretrained`` path. Returns the directory as a string."""
+    build_tiny_llama(tokenizer).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)

@@ -47,11 +47,8 @@ def small_pool() -> pd.DataFrame:
 
 
 @pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("INSTSEL_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    (tmp_path / "dagster_home").mkdir()
-    return tmp_path
+def home(dagster_home):
+    return dagster_home
 
 
 def materialise(pool: pd.DataFrame, config: dict | None = None):

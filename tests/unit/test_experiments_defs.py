@@ -9,7 +9,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import build_tiny_llama, build_tiny_tokenizer
+from conftest import build_tiny_tokenizer, save_tiny_causal_lm
 
 from instsel_assets.defs.duckdb_io import InstselDuckDBIOManager
 from instsel_assets.defs.experiments import EXPERIMENT_ASSETS, row_indicator_table
@@ -48,19 +48,13 @@ def small_features(pool: pd.DataFrame) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def tiny_lm_dir(tmp_path_factory):
     tok = build_tiny_tokenizer()
-    directory = tmp_path_factory.mktemp("tiny-lm")
-    build_tiny_llama(tok).save_pretrained(directory)
-    tok.save_pretrained(directory)
-    return str(directory)
+    return save_tiny_causal_lm(tmp_path_factory.mktemp("tiny-lm"), tok)
 
 
 @pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("INSTSEL_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("INSTSEL_DUCKDB", str(tmp_path / "tables.duckdb"))
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    (tmp_path / "dagster_home").mkdir()
-    return tmp_path
+def home(dagster_home, monkeypatch):
+    monkeypatch.setenv("INSTSEL_DUCKDB", str(dagster_home / "tables.duckdb"))
+    return dagster_home
 
 
 RUN_CONFIG = {"ops": {

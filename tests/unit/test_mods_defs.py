@@ -15,7 +15,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_CORPUS, build_tiny_llama, build_tiny_tokenizer
+from conftest import TINY_CORPUS, build_tiny_tokenizer, save_tiny_causal_lm
 
 from instsel_assets.defs.duckdb_io import InstselDuckDBIOManager
 from instsel_assets.defs.mods import MODS_ASSETS
@@ -75,18 +75,12 @@ def upstream_assets(model_dir: str):
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
     tok = build_tiny_tokenizer([t.replace("2, 3", "two, three") for t in TINY_CORPUS])
-    directory = tmp_path_factory.mktemp("tiny-causal-lm")
-    build_tiny_llama(tok).save_pretrained(directory)
-    tok.save_pretrained(directory)
-    return str(directory)
+    return save_tiny_causal_lm(tmp_path_factory.mktemp("tiny-causal-lm"), tok)
 
 
 @pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("INSTSEL_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    (tmp_path / "dagster_home").mkdir()
-    return tmp_path
+def home(dagster_home):
+    return dagster_home
 
 
 def resources(model_dir: str, tmp_path) -> dict:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY_CORPUS, build_tiny_llama, build_tiny_tokenizer
+from conftest import TINY_CORPUS, build_tiny_tokenizer, save_tiny_causal_lm
 from transformers import LlamaConfig, LlamaForSequenceClassification
 
 from instsel_assets.defs.resources import RewardModelResource, default_resources
@@ -70,18 +70,12 @@ def classifier_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def causal_lm_dir(tmp_path_factory):
     tok = _tokenizer()
-    directory = tmp_path_factory.mktemp("tiny-causal-lm")
-    build_tiny_llama(tok).save_pretrained(directory)
-    tok.save_pretrained(directory)
-    return str(directory)
+    return save_tiny_causal_lm(tmp_path_factory.mktemp("tiny-causal-lm"), tok)
 
 
 @pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("INSTSEL_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    (tmp_path / "dagster_home").mkdir()
-    return tmp_path
+def home(dagster_home):
+    return dagster_home
 
 
 def materialise(resource: RewardModelResource, pool: pd.DataFrame):
