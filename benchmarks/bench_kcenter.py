@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", choices=("clustered", "diffuse", "both"), default="both")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-prune", action="store_true", help="leave out the triangle-pruning variants")
+    p.add_argument("--big-variants", default="float16,pruned-float32,pruned-float16",
+                   help="variants run at 1M rows (comma-separated; default: the three fastest at 52K; 'all' for "
+                        "every one: float32 adds k passes over 1.5 GB)")
     args = p.parse_args(argv)
 
     sizes = SIZES + ([BIG] if args.big else [])
@@ -49,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for n, dim, k in sizes:
         for kind in kinds:
+            variants = None
+            if (n, dim, k) == BIG and args.big_variants != "all":
+                variants = [v.strip() for v in args.big_variants.split(",") if v.strip()]
             results.append(run_kcenter_bench(n=n, dim=dim, k=k, seed=args.seed, data=kind, prune=not args.no_prune,
+                                             variants=variants,
                                              log=lambda msg: print(msg, file=sys.stderr, flush=True)))
 
     out_dir = ROOT / "benchmarks" / "results"

@@ -24,6 +24,7 @@ import os
 import platform
 import time
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -387,8 +388,12 @@ def reference_skip_reason(n: int, k: int) -> str | None:
     return None
 
 
+KCENTER_VARIANTS = ("reference", "float32", "float16", "pruned-float32", "pruned-float16")
+
+
 def run_kcenter_bench(*, n: int = 20_000, dim: int = 384, k: int = 1000, seed: int = 0, data: str = "clustered",
-                      reference: bool = True, prune: bool = True, log=print) -> dict[str, Any]:
+                      reference: bool = True, prune: bool = True, variants: Sequence[str] | None = None,
+                      log=print) -> dict[str, Any]:
     """Greedy k-center on seeded synthetic embeddings: the O(n) running-minimum version (float32,
     float16, and with triangle-inequality pruning when ``prune``) against the reference-style
     ``n x n`` version when it fits (``reference_skip_reason``).
@@ -398,7 +403,14 @@ def run_kcenter_bench(*, n: int = 20_000, dim: int = 384, k: int = 1000, seed: i
     distances it computed, and its covering radius (max over rows of the distance to the nearest
     center). The baseline for agreement is the reference when it ran, else O(n) float32: a variant
     agrees when it picks the same centers or its covering radius is within 1e-4 of the baseline's.
+
+    ``variants`` (names of ``KCENTER_VARIANTS``) keeps only those, in that table order; the first one that runs
+    is then the baseline. Used at 1M rows, where each unpruned variant makes ``k`` passes over the whole matrix.
     """
+    wanted = set(KCENTER_VARIANTS if variants is None else variants)
+    unknown = wanted - set(KCENTER_VARIANTS)
+    if unknown or not wanted:
+        raise ValueError(f"variants must be names of {', '.join(KCENTER_VARIANTS)}, got {sorted(variants or [])}")
     from instsel_assets.selection.kcenter_greedy import kcenter_greedy_indices
     from instsel_assets.selection.kcenter_reference import covering_radius, kcenter_reference_indices
 
@@ -412,26 +424,31 @@ def run_kcenter_bench(*, n: int = 20_000, dim: int = 384, k: int = 1000, seed: i
     x = synthetic_embeddings(n, dim, data, seed)
     log(f"embeddings generated in {time.perf_counter() - t0:.1f} s ({x.nbytes / 1e6:.0f} MB float32)")
 
-    variants: list[tuple[str, str, Any]] = []
-    skip = reference_skip_reason(n, k) if reference else "skipped: --skip-reference"
+    runs: list[tuple[str, str, Any]] = []
+    skip = (reference_skip_reason(n, k) if reference else "skipped: --skip-reference") if "reference" in wanted \
+        else "skipped: not among the variants asked for"
     if skip is None:
-        variants.append(("reference (n x n matrix)", "float32",
-                         lambda a, b, st: kcenter_reference_indices(a, b, seed=seed)))
+        runs.append(("reference (n x n matrix)", "float32",
+                     lambda a, b, st: kcenter_reference_indices(a, b, seed=seed)))
     for precision in ("float32", "float16"):
-        variants.append(("O(n) running min", precision,
+        if precision in wanted:
+            runs.append(("O(n) running min", precision,
                          lambda a, b, st, p=precision: kcenter_greedy_indices(a, b, seed=seed, precision=p)))
     if prune:
         for precision in ("float32", "float16"):
-            variants.append(("O(n) + triangle pruning", precision,
+            if f"pruned-{precision}" in wanted:
+                runs.append(("O(n) + triangle pruning", precision,
                              lambda a, b, st, p=precision: kcenter_greedy_indices(
                                  a, b, seed=seed, precision=p, prune=True, stats=st)))
+    if not runs:
+        raise ValueError("no variant left to run (the reference was skipped and no other variant was asked for)")
 
     warm = synthetic_embeddings(min(n, 256), dim, data, seed + 1)
-    for _, _, fn in variants:
+    for _, _, fn in runs:
         fn(warm, min(k, 8), {})
 
     rows: list[dict[str, Any]] = []
-    for name, precision, fn in variants:
+    for name, precision, fn in runs:
         st: dict[str, int] = {}
         got = measure_call(fn, x, k, st)
         row = {"variant": name, "precision": precision, "seconds": got["seconds"],

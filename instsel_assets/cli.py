@@ -7,7 +7,7 @@
 - ``instsel demo``: materialise the whole default chain in-process on the bundled sample.
 - ``instsel bench ifd [--rows N] [--model M] [--json]``: IFD throughput of the loss engine against a
   reference-style loop on this machine, to estimate what scoring a pool will cost before launching it.
-- ``instsel bench kcenter [--n N] [--dim D] [--k K] [--seed S] [--data clustered|diffuse] [--json]``:
+- ``instsel bench kcenter [--n N] [--dim D] [--k K] [--seed S] [--data clustered|diffuse] [--variants V,...] [--json]``:
   seconds and peak memory of greedy k-center (O(n) running minimum, float32 / float16, with and
   without triangle pruning) against the ``n x n`` reference-style version where it fits, on seeded
   synthetic embeddings, and whether they pick the same centers or cover as well.
@@ -226,6 +226,8 @@ def cmd_bench_kcenter(args: argparse.Namespace) -> int:
     try:
         result = run_kcenter_bench(n=args.n, dim=args.dim, k=args.k, seed=args.seed, data=args.data,
                                    reference=not args.skip_reference, prune=not args.no_prune,
+                                   variants=None if args.variants is None else
+                                   [v.strip() for v in args.variants.split(",") if v.strip()],
                                    log=(lambda msg: print(msg, file=sys.stderr, flush=True)))
     except ValueError as err:
         print(f"instsel bench kcenter: {err}", file=sys.stderr)
@@ -291,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-reference", action="store_true",
                    help="never run the n x n reference (by default it runs when n <= 30000 and it fits in memory)")
     p.add_argument("--no-prune", action="store_true", help="leave out the triangle-pruning variants")
+    p.add_argument("--variants", default=None,
+                   help="comma-separated subset of reference,float32,float16,pruned-float32,pruned-float16 "
+                        "(default: all; the first that runs is the baseline)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(fn=cmd_bench_kcenter)
     return parser

@@ -181,6 +181,18 @@ def test_bench_kcenter_table_and_errors(capsys):
     assert "1 <= k <= n" in capsys.readouterr().err
 
 
+def test_bench_kcenter_runs_only_the_variants_asked_for(capsys):
+    assert cli.main(["bench", "kcenter", "--n", "400", "--dim", "8", "--k", "12", "--json",
+                     "--variants", "pruned-float32,float16"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [(v["variant"], v["precision"]) for v in out["variants"]] == [
+        ("O(n) running min", "float16"), ("O(n) + triangle pruning", "float32")]
+    assert out["reference"] == "skipped: not among the variants asked for"
+    assert out["baseline"] == "O(n) running min (float16)" and out["all_agree"] is True
+    assert cli.main(["bench", "kcenter", "--n", "400", "--k", "12", "--variants", "float64"]) == 1
+    assert "variants must be names of reference, float32" in capsys.readouterr().err
+
+
 def test_reference_is_skipped_when_the_matrix_is_too_big():
     reason = bench.reference_skip_reason(52_002, 2600)
     assert reason.startswith("skipped: n x n would need 10.8 GB")
