@@ -197,21 +197,29 @@ def _check_params(threshold: float, num_perm: int, word_ngram: int, char_ngram: 
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
-def minhash_signatures(shingle_sets: list[set[str]], *, num_perm: int = DEFAULT_NUM_PERM,
-                       seed: int = DEFAULT_SEED) -> np.ndarray:
+def minhash_signatures(shingle_sets: Iterable[set[str]], *, num_perm: int = DEFAULT_NUM_PERM,
+                       seed: int = DEFAULT_SEED, max_rows: int | None = None) -> np.ndarray:
     """MinHash signatures, one row per shingle set: ``uint32`` array ``(n, num_perm)``.
 
     Computed in bulk with ``datasketch.MinHash.generator`` (one set of permutations shared by every row);
     shingles are fed in sorted order so the result does not depend on set iteration order (MinHash is
-    order-free anyway, this only keeps the hashing reproducible to the byte).
+    order-free anyway, this only keeps the hashing reproducible to the byte). ``shingle_sets`` may be a
+    generator, consumed one set at a time (no set outlives its signature), when ``max_rows`` bounds how
+    many it yields.
     """
     from datasketch import MinHash
 
-    out = np.empty((len(shingle_sets), num_perm), dtype=np.uint32)
+    if max_rows is None:
+        shingle_sets = list(shingle_sets)
+        max_rows = len(shingle_sets)
+    out = np.empty((max_rows, num_perm), dtype=np.uint32)
     data = ([s.encode("utf-8") for s in sorted(shingle_set)] for shingle_set in shingle_sets)
-    for i, m in enumerate(MinHash.generator(data, num_perm=num_perm, seed=seed, scheme=MINHASH_SCHEME)):
-        out[i] = m.hashvalues
-    return out
+    n = 0
+    for n, m in enumerate(MinHash.generator(data, num_perm=num_perm, seed=seed, scheme=MINHASH_SCHEME), start=1):
+        if n > max_rows:
+            raise ValueError(f"minhash_signatures: more than max_rows={max_rows} shingle sets")
+        out[n - 1] = m.hashvalues
+    return out[:n]
 
 
 def near_duplicate_pairs(signatures: np.ndarray, *, threshold: float = DEFAULT_THRESHOLD,
@@ -228,14 +236,16 @@ def near_duplicate_pairs(signatures: np.ndarray, *, threshold: float = DEFAULT_T
     n, num_perm = signatures.shape
     lsh = MinHashLSH(threshold=float(threshold), num_perm=int(num_perm),
                      weights=(float(lsh_weights[0]), float(lsh_weights[1])))
-    lean = [LeanMinHash(seed=seed, hashvalues=signatures[i], scheme=MINHASH_SCHEME) for i in range(n)]
+    # one short-lived LeanMinHash per row and pass (not a list of n of them: ~1 KB each at 1M rows)
     with lsh.insertion_session() as session:
-        for i, m in enumerate(lean):
-            session.insert(i, m, check_duplication=False)
+        for i in range(n):
+            session.insert(i, LeanMinHash(seed=seed, hashvalues=signatures[i], scheme=MINHASH_SCHEME),
+                           check_duplication=False)
     need = math.ceil(float(threshold) * num_perm - 1e-9)  # equal values needed for the estimate to reach it
     pairs: list[tuple[int, int]] = []
     n_candidates = 0
-    for i, m in enumerate(lean):
+    for i in range(n):
+        m = LeanMinHash(seed=seed, hashvalues=signatures[i], scheme=MINHASH_SCHEME)
         cand = np.fromiter((j for j in lsh.query(m) if j > i), dtype=np.int64)
         if cand.size == 0:
             continue
@@ -301,11 +311,18 @@ def duplicates(pool: pd.DataFrame, *, threshold: float = DEFAULT_THRESHOLD, num_
     for k in range(n):
         uf.union(int(exact_root[k]), k)
     reps = np.flatnonzero(exact_root == np.arange(n))
-    rep_shingles = [shingles(" ".join(c for _, c in turns[k]), word_ngram=word_ngram, char_ngram=char_ngram)
-                    for k in reps.tolist()]
-    has_shingles = np.fromiter((bool(s) for s in rep_shingles), dtype=bool, count=len(reps))
+    has_shingles = np.zeros(len(reps), dtype=bool)
+
+    def rep_shingles() -> Iterable[set[str]]:
+        # streamed into the hashing: the shingle sets of a large pool never sit in memory together
+        for pos, k in enumerate(reps.tolist()):
+            found = shingles(" ".join(c for _, c in turns[k]), word_ngram=word_ngram, char_ngram=char_ngram)
+            if found:
+                has_shingles[pos] = True
+                yield found
+
+    sigs = minhash_signatures(rep_shingles(), num_perm=num_perm, seed=seed, max_rows=len(reps))
     hashed = reps[has_shingles]
-    sigs = minhash_signatures([s for s in rep_shingles if s], num_perm=num_perm, seed=seed)
     by_signature: dict[bytes, int] = {}
     unique_pos: list[int] = []
     for pos, k in enumerate(hashed.tolist()):
