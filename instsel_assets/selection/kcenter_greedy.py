@@ -11,7 +11,10 @@ min-distance vector: O(n*m*d) time, O(n) extra memory. Squared distances
 BLAS in float32 (measured here: as fast as torch's); the per-step element-wise work stays in
 numpy because torch's OpenMP threads made it ~36 ms per step instead of ~0.01 ms on a busy
 2-core machine. ``precision="float16"`` stores the embeddings in half precision and multiplies
-with torch (52K x 384 -> 600 centers: ~4.9 s against ~7.6 s in float32 on a busy 2-core box).
+with torch: each step streams the whole matrix once, so the step is memory-bound and half precision
+halves it (quiet 2-core box, 52K x 384 -> 2,600 centers: 4.1-4.5 s against 10.0-10.5 s in float32; covering
+radius within 1e-4 of float32's there, 1.6e-4 off once at 20K; benchmarks/RESULTS.md). Selections pass it as
+``selector_params={"precision": "float16"}``.
 
 ``prune=True`` adds triangle-inequality pruning: each row remembers the center it is nearest to
 (``a``); when a new center ``c`` is at least twice as far from ``a`` as the row is
