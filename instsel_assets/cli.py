@@ -58,10 +58,10 @@ def lineage_report(instance, method: str) -> dict[str, Any]:
     import dagster as dg
 
     from instsel_assets.defs.lineage import describe, latest_record, record_by_storage_id
-    from instsel_assets.selection.plan import selection_names
+    from instsel_assets.selection.plan import selection_keys
 
-    if method not in selection_names():
-        raise LookupError(f"no selection method {method!r}; declared: {', '.join(selection_names())}")
+    if method not in selection_keys():
+        raise LookupError(f"no selection partition {method!r}; declared: {', '.join(selection_keys())}")
     checkpoint = latest_record(instance, "finetuned_checkpoints", method)
     if checkpoint is None:
         raise LookupError(f"no materialisation of finetuned_checkpoints[{method}] in the instance at "
@@ -136,11 +136,11 @@ def run_demo(max_steps: int, eval_limit: int, budget_fraction: float, log_level:
     import dagster as dg
 
     from instsel_assets.defs import build_definitions
-    from instsel_assets.selection.plan import DEMO_SELECTIONS, get_selection
+    from instsel_assets.selection.plan import DEMO_SELECTIONS, parse_selection_key
 
     selections = list(selections or DEMO_SELECTIONS)
     for name in selections:
-        get_selection(name)  # a clear error for an unknown name, before anything runs
+        parse_selection_key(name)  # a clear error for an unknown name, before anything runs
 
     _ensure_dagster_home()
     instance = dg.DagsterInstance.get()

@@ -114,11 +114,11 @@ def materialised_checkpoints(instance: dg.DagsterInstance) -> dict[str, dict]:
     """``{method: manifest}`` of the latest materialisation of every finetuned_checkpoints partition that has
     one and whose directory still holds a checkpoint (partitions never trained are skipped, not errors)."""
     from instsel_assets.defs.lineage import latest_record, metadata_dict
-    from instsel_assets.selection.plan import selection_names
+    from instsel_assets.selection.plan import selection_keys
     from instsel_assets.training.checkpoint import read_manifest
 
     found = {}
-    for method in selection_names():
+    for method in selection_keys():
         meta = metadata_dict(latest_record(instance, "finetuned_checkpoints", method))
         path = meta.get("checkpoint_dir")
         if not path:

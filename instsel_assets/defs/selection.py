@@ -17,9 +17,11 @@ from pydantic import Field
 
 from instsel_assets.defs._common import code_version_of, subset_hash, suite_check
 from instsel_assets.defs.lineage import latest_record, metadata_dict
-from instsel_assets.selection.plan import DEFAULT_BUDGET_FRACTION, SELECTIONS, get_selection, selection_names
+from instsel_assets.selection.plan import (
+    BUDGETS, DEFAULT_BUDGET_FRACTION, SELECTIONS, budget_label, budget_rows, parse_selection_key, selection_keys)
 
-selection_partitions = dg.StaticPartitionsDefinition(selection_names())
+# selection x budget (selection/plan.py): "ifd" at the default budget, "ifd@5pct" at each other one
+selection_partitions = dg.StaticPartitionsDefinition(selection_keys())
 
 CODE_VERSION = code_version_of(
     "instsel_assets.selection.plan", "instsel_assets.selection.ifd_top_fraction",
@@ -72,7 +74,9 @@ SCORE_ASSETS = tuple(sorted({a for a in COLUMN_ASSETS.values() if a not in ("met
 class SelectionConfig(dg.Config):
     budget_fraction: float = Field(
         default=DEFAULT_BUDGET_FRACTION,
-        description="Subset size as a fraction of the pool, the same for every selection (0.10 = Cherry LLM's 10%).")
+        description="Subset size as a fraction of the pool for the default-budget partitions (the bare selection "
+                    "names), the same for every selection (0.10 = Cherry LLM's 10%). Partitions named "
+                    "<selection>@<budget> (selection/plan.py BUDGETS) have their budget in the name and ignore it.")
     seed: int = Field(
         default=0,
         description="Seed of the random selector and of k-center's first center.")
@@ -143,7 +147,9 @@ def candidate_table(pool: pd.DataFrame, features: pd.DataFrame, lengths: pd.Data
     deps=list(SCORE_ASSETS),
     description="The subset each selection method picks from the pool, at the same budget. Selectors only "
                 "read score columns (scorers compute them); each partition reads only the score tables its "
-                "selector needs. Partitions: " + ", ".join(f"{s.name} ({s.description})" for s in SELECTIONS),
+                "selector needs. Partitions: selection x budget (selection/plan.py): each selection at the default budget "
+                "(budget_fraction) under its own name, and at " + ", ".join(budget_label(b) for b in BUDGETS[1:])
+                + " as <name>@<budget>. Selections: " + ", ".join(f"{s.name} ({s.description})" for s in SELECTIONS),
     check_specs=[
         dg.AssetCheckSpec("size_fits_budget", asset="selected_subsets", blocking=True,
                           description="The subset has exactly `budget` rows; a threshold selector (registered with "
@@ -162,9 +168,14 @@ def selected_subsets(context: dg.AssetExecutionContext, config: SelectionConfig,
     from instsel_assets.selection.ifd_top_fraction import top_fraction_budget
 
     method = context.partition_key
-    spec = get_selection(method)
+    spec, fixed_budget = parse_selection_key(method)
     selector = get_selector(spec.selector)
-    budget = top_fraction_budget(len(instruction_pool), config.budget_fraction)
+    if fixed_budget is None:
+        budget = top_fraction_budget(len(instruction_pool), config.budget_fraction)
+        budget_fraction = config.budget_fraction
+    else:
+        budget = budget_rows(len(instruction_pool), fixed_budget)
+        budget_fraction = fixed_budget if isinstance(fixed_budget, float) else None
     params = {**spec.params, **config.selector_params}
     accepted = selector_parameters(selector.fn)
     unknown = sorted(set(config.selector_params) - set(accepted))
@@ -202,7 +213,8 @@ def selected_subsets(context: dg.AssetExecutionContext, config: SelectionConfig,
     yield dg.Output(subset, metadata={
         "dagster/row_count": len(subset),
         "method": method, "selector": spec.selector, "selector_params": dg.MetadataValue.json(params),
-        "budget": budget, "budget_fraction": config.budget_fraction, "seed": config.seed,
+        "selection": spec.name, "budget": budget, "budget_fraction": budget_fraction,
+        "budget_label": "default" if fixed_budget is None else budget_label(fixed_budget), "seed": config.seed,
         "pool_rows": len(instruction_pool), "subset_hash": digest,
         "columns_read": dg.MetadataValue.json(list(columns)),
         "score_assets_read": dg.MetadataValue.json(score_runs),

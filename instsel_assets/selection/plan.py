@@ -1,8 +1,13 @@
 """The selections the pipeline runs: one partition of ``selected_subsets`` (and of the checkpoints
-trained on them) per entry. This is the one place a user edits to add a selection.
+trained on them) per selection and budget. This is the one place a user edits to add a selection or a budget.
 
-Every selection gets the same budget, ``budget_fraction`` of the pool (10% by default: the
-Cherry LLM setting), so the methods are compared at equal size.
+Partitions are selection x budget, and every selection runs at every budget of ``BUDGETS``, so the methods are
+compared at equal size:
+
+- the first budget is the default one: its partition key is the selection's bare name (``ifd``) and its size is
+  ``selected_subsets``' ``budget_fraction`` config (10% unless changed: the Cherry LLM setting);
+- every other budget adds one partition per selection, keyed ``<name>@<label>``: ``ifd@5pct`` for a fraction
+  of the pool (0.05), ``ifd@6000rows`` for a row count (6000, DEITA's budget), capped at the pool's size.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_BUDGET_FRACTION = 0.10
+
+Budget = float | int  # a fraction of the pool in (0, 1), or a number of rows >= 1
 
 
 @dataclass(frozen=True)
@@ -82,8 +89,56 @@ SELECTIONS: tuple[SelectionSpec, ...] = (
 DEMO_SELECTIONS: tuple[str, ...] = ("ifd", "superfiltering", "perplexity", "random", "longest", "kcenter_greedy")
 
 
+# Every selection runs at each budget (module docstring): the first is the default (bare partition keys,
+# sized by the budget_fraction config), the others add "<name>@<label>" partitions. 5% is Cherry LLM's
+# smaller Alpaca budget.
+BUDGETS: tuple[Budget, ...] = (DEFAULT_BUDGET_FRACTION, 0.05)
+
+
+def check_budget_value(budget: Budget) -> Budget:
+    """``budget`` if it is a fraction in (0, 1) or an integer row count >= 1; ``ValueError`` otherwise."""
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)):
+        raise ValueError(f"a budget is a fraction of the pool in (0, 1) or a row count >= 1, got {budget!r}")
+    if isinstance(budget, int):
+        if budget < 1:
+            raise ValueError(f"a row-count budget must be >= 1, got {budget}")
+        return budget
+    if not 0.0 < budget < 1.0:
+        raise ValueError(f"a fractional budget must be in (0, 1), got {budget} (write a row count as an int)")
+    return budget
+
+
+def budget_label(budget: Budget) -> str:
+    """The partition-key suffix of a budget: ``5pct`` for 0.05, ``6000rows`` for 6000."""
+    budget = check_budget_value(budget)
+    if isinstance(budget, int):
+        return f"{budget}rows"
+    return f"{budget * 100:g}pct".replace(".", "_")
+
+
+def budget_rows(n_rows: int, budget: Budget) -> int:
+    """Rows a budget gives on a pool of ``n_rows``: ``max(1, round(n x fraction))`` (0 for an empty pool), or
+    the row count capped at ``n_rows``."""
+    from instsel_assets.selection.ifd_top_fraction import top_fraction_budget
+
+    budget = check_budget_value(budget)
+    if isinstance(budget, int):
+        return min(budget, n_rows)
+    return top_fraction_budget(n_rows, budget)
+
+
 def selection_names() -> list[str]:
+    """The declared selections (the default-budget partition keys)."""
     return [s.name for s in SELECTIONS]
+
+
+def selection_keys() -> list[str]:
+    """Every partition key of ``selected_subsets``: each selection at the default budget (its name), then at each
+    other budget of ``BUDGETS`` (``<name>@<label>``)."""
+    labels = [budget_label(b) for b in BUDGETS[1:]]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"BUDGETS {BUDGETS} give the same partition label twice: {labels}")
+    return selection_names() + [f"{s.name}@{label}" for label in labels for s in SELECTIONS]
 
 
 def get_selection(name: str) -> SelectionSpec:
@@ -91,3 +146,18 @@ def get_selection(name: str) -> SelectionSpec:
         if spec.name == name:
             return spec
     raise KeyError(f"no selection named {name!r}; declared: {selection_names()}")
+
+
+def parse_selection_key(key: str) -> tuple[SelectionSpec, Budget | None]:
+    """``(selection, budget)`` of a partition key; the budget is ``None`` for a bare name (the default budget,
+    set by the ``budget_fraction`` config). ``KeyError`` naming the declared keys for an unknown one."""
+    name, sep, label = key.partition("@")
+    spec = get_selection(name)
+    if not sep:
+        return spec, None
+    for budget in BUDGETS[1:]:
+        if budget_label(budget) == label:
+            return spec, budget
+    raise KeyError(f"no budget {label!r} for selection {name!r}; declared budgets: "
+                   f"{', '.join(budget_label(b) for b in BUDGETS[1:]) or 'none besides the default'} "
+                   f"(selection/plan.py BUDGETS)")

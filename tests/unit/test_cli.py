@@ -30,4 +30,6 @@ def test_lineage_without_materialisation_is_a_one_line_error(tmp_path, monkeypat
     err = capsys.readouterr().err
     assert "no materialisation of finetuned_checkpoints[ifd]" in err and "Traceback" not in err
     assert main(["lineage", "nope"]) == 1
-    assert "no selection method 'nope'" in capsys.readouterr().err
+    assert "no selection partition 'nope'" in capsys.readouterr().err
+    assert main(["lineage", "ifd@5pct"]) == 1  # a budget partition is a lineage target too
+    assert "no materialisation of finetuned_checkpoints[ifd@5pct]" in capsys.readouterr().err

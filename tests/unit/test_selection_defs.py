@@ -164,3 +164,16 @@ def test_the_reward_top_partition_reads_reward_scores(tmp_path, monkeypatch):
     assert output.metadata["columns_read"].value == ["id", "reward_score"]
     assert output.metadata["scorer_settings"].value["reward_score"]["asset"] == "reward_scores"
     assert checks["size_fits_budget"].passed and checks["ids_in_pool"].passed
+
+
+def test_a_budget_partition_takes_its_size_from_its_key(tmp_path, monkeypatch):
+    output, checks = _select("longest@5pct", tmp_path, monkeypatch)  # budget_fraction=0.5 is the default's only
+    assert list(output.value["id"]) == ["r9"]  # 5% of 10 rows: max(1, round(0.5)) = 1, the longest
+    assert set(output.value["method"]) == {"longest@5pct"}
+    meta = {k: getattr(v, "value", v) for k, v in output.metadata.items()}
+    assert (meta["selection"], meta["budget"], meta["budget_fraction"], meta["budget_label"]) == (
+        "longest", 1, 0.05, "5pct")
+    assert checks["size_fits_budget"].passed
+    default, _ = _select("longest", tmp_path, monkeypatch)
+    assert len(default.value) == 5
+    assert {k: getattr(v, "value", v) for k, v in default.metadata.items()}["budget_label"] == "default"
