@@ -23,6 +23,15 @@ def latest_record(instance: dg.DagsterInstance, key: dg.AssetKey | str,
     return records[0] if records else None
 
 
+def latest_record_before(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str,
+                         before_storage_id: int) -> dg.EventLogRecord | None:
+    """The newest materialisation of ``key[partition]`` stored before ``before_storage_id``."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition], before_storage_id=before_storage_id),
+        limit=1).records
+    return records[0] if records else None
+
+
 def record_by_storage_id(instance: dg.DagsterInstance, key: dg.AssetKey,
                          storage_id: int) -> dg.EventLogRecord | None:
     records = instance.fetch_materializations(
@@ -51,6 +60,14 @@ def describe(instance: dg.DagsterInstance, record: dg.EventLogRecord) -> dict[st
             storage_id = None
         up_record = record_by_storage_id(instance, up_key, storage_id) if storage_id is not None else None
         up_mat = up_record.asset_materialization if up_record else None
+        corrected = False
+        if up_mat is not None and mat.partition and up_mat.partition and up_mat.partition != mat.partition:
+            # Dagster's input pointer names the newest materialisation of the upstream asset in whichever
+            # partition; with the identity partition mapping of this project (selected_subsets[m] ->
+            # finetuned_checkpoints[m]) the input read was the same partition's newest one before this record.
+            same = latest_record_before(instance, up_key, mat.partition, record.storage_id)
+            if same is not None:
+                up_record, up_mat, storage_id, corrected = same, same.asset_materialization, same.storage_id, True
         upstream.append({
             "asset": up_key.to_user_string(),
             "data_version": tags.get(INPUT_DATA_VERSION + up_key.to_user_string()),
@@ -59,6 +76,7 @@ def describe(instance: dg.DagsterInstance, record: dg.EventLogRecord) -> dict[st
             "storage_id": storage_id,
             "timestamp": up_record.timestamp if up_record else None,
             "code_version": (up_mat.tags or {}).get("dagster/code_version") if up_mat else None,
+            "pointer_corrected": corrected,
         })
     return {
         "asset": mat.asset_key.to_user_string(),

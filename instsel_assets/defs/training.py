@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from instsel_assets import settings
-from instsel_assets.defs._common import code_version_of
+from instsel_assets.defs._common import code_version_of, subset_hash
 from instsel_assets.defs.k8s import gpu_op_tags
 from instsel_assets.defs.lineage import latest_record, metadata_dict
 from instsel_assets.defs.resources import LanguageModelResource
@@ -73,7 +73,14 @@ def finetuned_checkpoints(context: dg.AssetExecutionContext, config: TrainingCon
     rows = subset[["id"]].merge(instruction_pool[["id", "conversations"]], on="id", how="left")
     if rows["conversations"].isna().any():
         raise ValueError(f"{method}: {int(rows['conversations'].isna().sum())} selected ids are not in instruction_pool")
-    selection_meta = metadata_dict(latest_record(context.instance, "selected_subsets", method))
+    selection_record = latest_record(context.instance, "selected_subsets", method)
+    selection_meta = metadata_dict(selection_record)
+    trained_hash = subset_hash(subset["id"].astype(str))
+    if selection_meta.get("subset_hash") and selection_meta["subset_hash"] != trained_hash:
+        # the scorer settings below come from that record: they must describe the subset actually loaded
+        raise RuntimeError(f"{method}: the loaded subset (hash {trained_hash}) is not the one of the latest "
+                           f"selected_subsets[{method}] materialisation (hash {selection_meta['subset_hash']}); "
+                           "re-materialise selected_subsets first")
     sft_config = SFTConfig(max_steps=config.max_steps, batch_size=config.batch_size,
                            learning_rate=config.learning_rate, max_length=config.max_length,
                            lora_r=config.lora_r, lora_alpha=2 * config.lora_r, seed=config.seed)
@@ -82,7 +89,8 @@ def finetuned_checkpoints(context: dg.AssetExecutionContext, config: TrainingCon
         "selection_method": method,
         "budget": int(subset["budget"].iloc[0]) if len(subset) else 0,
         "subset_rows": len(subset),
-        "subset_hash": selection_meta.get("subset_hash"),
+        "subset_hash": selection_meta.get("subset_hash") or trained_hash,
+        "selection_storage_id": selection_record.storage_id if selection_record is not None else None,
         "selector": selection_meta.get("selector"),
         "scorer_settings": selection_meta.get("scorer_settings"),
         "code_version": CODE_VERSION,
@@ -109,6 +117,7 @@ def finetuned_checkpoints(context: dg.AssetExecutionContext, config: TrainingCon
         "checkpoint_dir": dg.MetadataValue.path(str(out_dir)),
         "selection_method": method, "budget": manifest["budget"],
         "subset_hash": str(manifest["subset_hash"]), "selector": str(manifest["selector"]),
+        "selection_storage_id": manifest["selection_storage_id"],
         "scorer_settings": dg.MetadataValue.json(manifest["scorer_settings"] or {}),
         "base_model": language_model.model,
         "sft_config": dg.MetadataValue.json(manifest["sft_config"]),
