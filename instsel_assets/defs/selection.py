@@ -1,4 +1,4 @@
-"""selected_subsets: one partition per selection of ``selection/plan.py``, all at the same budget.
+"""selected_subsets: one partition per selection x budget of ``selection/plan.py``; every selection runs at every budget.
 
 The asset depends on every score asset (so the lineage graph shows which scores can feed a selection) but
 reads only the score tables whose columns its partition's selector declares: selecting ``random`` needs no
@@ -145,7 +145,7 @@ def candidate_table(pool: pd.DataFrame, features: pd.DataFrame, lengths: pd.Data
     kinds={"duckdb", "pandas"},
     metadata={"partition_expr": "method"},
     deps=list(SCORE_ASSETS),
-    description="The subset each selection method picks from the pool, at the same budget. Selectors only "
+    description="The subset each selection method picks from the pool, every method at the same budgets. Selectors only "
                 "read score columns (scorers compute them); each partition reads only the score tables its "
                 "selector needs. Partitions: selection x budget (selection/plan.py): each selection at the default budget "
                 "(budget_fraction) under its own name, and at " + ", ".join(budget_label(b) for b in BUDGETS[1:])
