@@ -5,7 +5,8 @@
     .venv/bin/python benchmarks/bench_scale.py --alpaca-rows 2000 --big-rows 5000 --reference-rows 1000  # smoke
 
 What runs, each stage timed alone (wall seconds, rows/s, resident-set peak growth = the kernel's high-water
-mark reset before the stage; no ``tracemalloc``, which slows pure-Python code several times):
+mark reset before the stage, ``instsel_assets.bench.measure`` without ``tracemalloc``, which slows pure-Python
+code several times):
 
 On the real pool (``../shared/data/pools/alpaca_52k``, 52,002 rows, read through the pool code):
 
@@ -58,22 +59,14 @@ ALPACA_DIR = ROOT.parent / "shared" / "data" / "pools" / "alpaca_52k"
 
 # ---------------------------------------------------------------------------------------------- measuring
 def measure(fn, *args, **kwargs) -> dict[str, Any]:
-    """``fn``'s result, wall seconds and resident-set peak growth (MB), without tracemalloc."""
-    import gc
+    """``fn``'s result, wall seconds and resident-set peak growth (MB), without tracemalloc
+    (``instsel_assets.bench.measure``)."""
+    from instsel_assets.bench import measure as measure_once
 
-    from instsel_assets.bench import _release_free_memory, _reset_rss_peak, _rss_bytes
-
-    gc.collect()
-    _release_free_memory()
-    before = _rss_bytes()
-    exact = before is not None and _reset_rss_peak()
-    t0 = time.perf_counter()
-    result = fn(*args, **kwargs)
-    seconds = time.perf_counter() - t0
-    peak = (_rss_bytes("VmHWM") if exact else _rss_bytes()) or 0
-    return {"result": result, "seconds": seconds,
-            "rss_peak_delta_mb": None if before is None else max(0, peak - before) / 1e6,
-            "rss_method": "high-water mark" if exact else "end minus start"}
+    got = measure_once(fn, args, kwargs, trace=False)
+    rss = got["rss_peak_delta_bytes"]
+    return {"result": got["result"], "seconds": got["seconds"],
+            "rss_peak_delta_mb": None if rss is None else rss / 1e6, "rss_method": got["rss_peak_method"]}
 
 
 # ---------------------------------------------------------------------------------------------- data

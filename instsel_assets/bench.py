@@ -23,8 +23,8 @@ import json
 import os
 import platform
 import time
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -300,8 +300,14 @@ def _release_free_memory() -> None:
 
 
 def measure_call(fn, *args, **kwargs) -> dict[str, Any]:
+    """Run ``fn(*args, **kwargs)`` once with ``tracemalloc`` on: ``measure(fn, args, kwargs, trace=True)``."""
+    return measure(fn, args, kwargs, trace=True)
+
+
+def measure(fn, args: tuple = (), kwargs: dict[str, Any] | None = None, *, trace: bool = True) -> dict[str, Any]:
     """Run ``fn`` once; its result, wall seconds, ``tracemalloc`` peak (Python and numpy allocations
-    made during the call, torch's excluded) and the peak growth of the resident set.
+    made during the call, torch's excluded; ``None`` when ``trace`` is off, as for pure-Python code,
+    which tracemalloc slows several times) and the peak growth of the resident set.
 
     The resident-set peak is the kernel's high-water mark, reset before the call where Linux allows
     it; elsewhere it is sampled every millisecond by a thread. It counts every allocation (torch
@@ -325,14 +331,19 @@ def measure_call(fn, *args, **kwargs) -> dict[str, Any]:
                 sampled[0] = max(sampled[0], _rss_bytes() or 0)
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-    tracemalloc.start()
+    kwargs = kwargs or {}
+    traced_peak = None
+    if trace:
+        tracemalloc.start()
     t0 = time.perf_counter()
     try:
         result = fn(*args, **kwargs)
         seconds = time.perf_counter() - t0
-        _, traced_peak = tracemalloc.get_traced_memory()
+        if trace:
+            _, traced_peak = tracemalloc.get_traced_memory()
     finally:
-        tracemalloc.stop()
+        if trace:
+            tracemalloc.stop()
         stop.set()
         if sampler is not None:
             sampler.join()

@@ -76,15 +76,6 @@ def lineage_report(instance, method: str) -> dict[str, Any]:
             continue
         seen.add(record.storage_id)
         node = describe(instance, record)
-        pinned = node["metadata"].get("selection_storage_id") if node["asset"] == "finetuned_checkpoints" else None
-        if isinstance(pinned, int):
-            # the checkpoint names the selected_subsets materialisation it trained on: that one, exactly
-            pinned_record = record_by_storage_id(instance, dg.AssetKey("selected_subsets"), pinned)
-            for up in node["upstream"]:
-                if up["asset"] == "selected_subsets" and pinned_record is not None:
-                    up.update(storage_id=pinned, run_id=pinned_record.run_id,
-                              partition=pinned_record.asset_materialization.partition,
-                              timestamp=pinned_record.timestamp)
         if node["asset"] == "selected_subsets":
             # selected_subsets depends on every score asset but reads only those its selector needs
             # (recorded in its metadata): the lineage names the scores that produced the subset.
