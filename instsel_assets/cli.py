@@ -91,6 +91,8 @@ def lineage_report(instance, method: str) -> dict[str, Any]:
                     frontier.append(up_record)
     report = latest_record(instance, "evaluation_reports")
     report_node = describe(instance, report) if report is not None else None
+    comparison = latest_record(instance, "method_comparison")
+    comparison_node = describe(instance, comparison) if comparison is not None else None
     checkpoint_node = chain[0]
     return {
         "method": method,
@@ -99,8 +101,9 @@ def lineage_report(instance, method: str) -> dict[str, Any]:
         "scorer_settings": checkpoint_node["metadata"].get("scorer_settings"),
         "base_model": checkpoint_node["metadata"].get("base_model"),
         "evaluation_report": report_node,
+        "method_comparison": comparison_node,
         "upstream_chain": chain[1:],
-        "runs": sorted({n["run_id"] for n in chain} | ({report_node["run_id"]} if report_node else set())),
+        "runs": sorted({n["run_id"] for n in chain} | {n["run_id"] for n in (report_node, comparison_node) if n}),
     }
 
 
@@ -123,16 +126,19 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     for node in report["upstream_chain"]:
         part = f"[{node['partition']}]" if node["partition"] else ""
         print(f"  <- {node['asset']}{part}: run {node['run_id']} data version {node['data_version']}")
-    if report["evaluation_report"]:
-        print(f"report: run {report['evaluation_report']['run_id']} "
-              f"{report['evaluation_report']['metadata'].get('report_path')}")
+    for key, label in (("evaluation_report", "held-out loss"), ("method_comparison", "method comparison")):
+        if report[key]:
+            print(f"{label}: run {report[key]['run_id']} {report[key]['metadata'].get('report_path')}")
     return 0
 
 
 def run_demo(max_steps: int, eval_limit: int, budget_fraction: float, log_level: str = "INFO",
-             selections: list[str] | None = None) -> dict[str, Any]:
+             selections: list[str] | None = None, answer_limit: int = 3, max_new_tokens: int = 48,
+             fidelity_limit: int = 30) -> dict[str, Any]:
     """Materialise the default chain in-process (the pool, its features, the demo's scores, one subset and
-    checkpoint per demo selection, the evaluation report); return a summary."""
+    checkpoint per demo selection, the evaluation with its small CPU caps: ``eval_limit`` held-out items per test
+    set, ``answer_limit`` prompts per test set answered with ``max_new_tokens`` tokens per turn and judged,
+    ``fidelity_limit`` LLMBar pairs); return a summary."""
     import dagster as dg
 
     from instsel_assets.defs import build_definitions
@@ -168,7 +174,11 @@ def run_demo(max_steps: int, eval_limit: int, budget_fraction: float, log_level:
             "selected_subsets": {"config": {"budget_fraction": budget_fraction}},
             "finetuned_checkpoints": {"config": {"max_steps": max_steps}},
         }}, partition_key=method)
-    run("evaluate_job", {"ops": {"evaluation_reports": {"config": {"limit": eval_limit}}}})
+    run("evaluate_job", {"ops": {
+        "evaluation_reports": {"config": {"limit": eval_limit}},
+        "generated_answers": {"config": {"limit": answer_limit, "max_new_tokens": max_new_tokens}},
+        "judge_fidelity": {"config": {"limit": fidelity_limit}},
+    }})
 
     from instsel_assets import settings
 
@@ -177,7 +187,8 @@ def run_demo(max_steps: int, eval_limit: int, budget_fraction: float, log_level:
         "runs": runs,
         "checks_passed": sum(1 for _, ok in checks if ok),
         "checks_failed": [name for name, ok in checks if not ok],
-        "report": str(settings.storage_root() / "reports" / "evaluation_report.md"),
+        "report": str(settings.storage_root() / "reports" / "method_comparison.md"),
+        "heldout_report": str(settings.storage_root() / "reports" / "evaluation_report.md"),
         "dagster_home": os.environ["DAGSTER_HOME"],
     }
 
@@ -185,7 +196,9 @@ def run_demo(max_steps: int, eval_limit: int, budget_fraction: float, log_level:
 def cmd_demo(args: argparse.Namespace) -> int:
     try:
         selections = [s.strip() for s in args.selections.split(",") if s.strip()] if args.selections else None
-        summary = run_demo(args.max_steps, args.eval_limit, args.budget_fraction, selections=selections)
+        summary = run_demo(args.max_steps, args.eval_limit, args.budget_fraction, selections=selections,
+                           answer_limit=args.answer_limit, max_new_tokens=args.max_new_tokens,
+                           fidelity_limit=args.fidelity_limit)
     except KeyError as err:
         print(f"instsel demo: {err.args[0]}", file=sys.stderr)
         return 1
@@ -193,7 +206,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"{summary['checks_passed']} checks passed, {len(summary['checks_failed'])} failed")
     for name in summary["checks_failed"]:
         print(f"[instsel demo] check failed: {name}")
-    print(f"[instsel demo] evaluation report: {summary['report']}")
+    print(f"[instsel demo] method comparison: {summary['report']} (held-out loss: {summary['heldout_report']})")
     print(f"[instsel demo] browse it: DAGSTER_HOME={summary['dagster_home']} dagster dev -w workspace.yaml")
     return 0 if not summary["checks_failed"] else 2
 
@@ -260,11 +273,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_lineage)
     p = sub.add_parser("demo", help="materialise the whole default chain on the bundled sample")
     p.add_argument("--max-steps", type=int, default=15, help="fine-tuning steps per checkpoint (default 15)")
-    p.add_argument("--eval-limit", type=int, default=100, help="AlpacaEval prompts for held-out loss (default 100)")
+    p.add_argument("--eval-limit", type=int, default=100,
+                   help="items with references per test set for held-out loss (default 100)")
+    p.add_argument("--answer-limit", type=int, default=3,
+                   help="prompts per test set answered by every checkpoint and judged (default 3; 0 = all)")
+    p.add_argument("--max-new-tokens", type=int, default=48, help="new tokens per answer turn (default 48)")
+    p.add_argument("--fidelity-limit", type=int, default=30,
+                   help="LLMBar Natural pairs the judge's fidelity is measured on (default 30; 0 = all 100)")
     p.add_argument("--budget-fraction", type=float, default=0.10, help="subset size as a pool fraction (default 0.10)")
     p.add_argument("--selections", default=None,
                    help="comma-separated selection partitions to train and evaluate (default: "
-                        "ifd,superfiltering,perplexity,random,longest,kcenter_greedy; the scores the others read "
+                        "ifd,superfiltering,perplexity,random,longest,kcenter_greedy,full; the scores the others read "
                         "are materialised by trainable_llm_scores_job)")
     p.set_defaults(fn=cmd_demo)
     p = sub.add_parser("bench", help="measure scoring throughput on this machine")
@@ -298,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: all; the first that runs is the baseline)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(fn=cmd_bench_kcenter)
+    from instsel_assets.evaluation.judgement_files import add_winning_score_parser
+    add_winning_score_parser(sub)
     return parser
 
 
