@@ -7,7 +7,7 @@ import dagster as dg
 
 
 def build_definitions() -> dg.Definitions:
-    from instsel_assets.defs.evaluation import evaluation_reports
+    from instsel_assets.defs.evaluation import EVALUATION_ASSETS
     from instsel_assets.defs.experiments import EXPERIMENT_ASSETS
     from instsel_assets.defs.mods import MODS_ASSETS
     from instsel_assets.defs.features import duplicate_indicators, metric_features
@@ -23,5 +23,5 @@ def build_definitions() -> dg.Definitions:
 
     assets = [*raw_assets(), *pool_assets(), metric_features, duplicate_indicators, *sql_assets(), *SCORE_ASSETS, *JUDGE_ASSETS,
               *EXPERIMENT_ASSETS, *MODS_ASSETS,
-              selected_subsets, finetuned_checkpoints, evaluation_reports]
+              selected_subsets, finetuned_checkpoints, *EVALUATION_ASSETS]
     return dg.Definitions(assets=assets, jobs=JOBS, resources=default_resources())

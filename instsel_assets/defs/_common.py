@@ -62,6 +62,8 @@ class ProgressLogger:
         self.first_done: int | None = None  # work found done at the start (e.g. cached) is not in the rate
 
     def __call__(self, done: int, total: int) -> None:
+        if total == 0:
+            return  # nothing to do (everything cached): no rate to report
         now = time.monotonic()
         if self.first_done is None:
             self.first_done = done

@@ -5,7 +5,8 @@
    ``trainable_llm_scores_job`` computes every trainable-LLM score (family 2), the slow ones included, and the
    reward score (MoDS); ``judge_scores_job`` every judge score (family 3) through the ``judge`` resource.
 2. ``select_and_train_job`` (one run per selection partition): subset -> checkpoint.
-3. ``evaluate_job`` (unpartitioned): every checkpoint -> evaluation report.
+3. ``evaluate_job`` (unpartitioned): every checkpoint -> held-out loss, answers to the test prompts, pairwise
+   judgements against the baselines, the judge's fidelity -> the method comparison report.
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ select_and_train_job = dg.define_asset_job(
 evaluate_job = dg.define_asset_job(
     "evaluate_job",
     selection=dg.AssetSelection.groups("evaluation"),
-    description="Held-out loss of the base model and every checkpoint; the comparison report.",
+    description="The unified evaluation of every checkpoint: held-out loss on the test sets with references, answers "
+                "to the test prompts, pairwise judgements (both orders) against random at the same budget, full and "
+                "the external models, the judge's fidelity on LLMBar, and the method comparison report.",
 )
 
 instruct_mining_job = dg.define_asset_job(

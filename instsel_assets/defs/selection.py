@@ -18,7 +18,8 @@ from pydantic import Field
 from instsel_assets.defs._common import code_version_of, subset_hash, suite_check
 from instsel_assets.defs.lineage import latest_record, metadata_dict
 from instsel_assets.selection.plan import (
-    BUDGETS, DEFAULT_BUDGET_FRACTION, SELECTIONS, budget_label, budget_rows, parse_selection_key, selection_keys)
+    BUDGETS, DEFAULT_BUDGET_FRACTION, SELECTIONS, budget_label, budget_of_key, budget_rows, parse_selection_key,
+    selection_keys)
 
 # selection x budget (selection/plan.py): "ifd" at the default budget, "ifd@5pct" at each other one
 selection_partitions = dg.StaticPartitionsDefinition(selection_keys())
@@ -170,7 +171,9 @@ def selected_subsets(context: dg.AssetExecutionContext, config: SelectionConfig,
     method = context.partition_key
     spec, fixed_budget = parse_selection_key(method)
     selector = get_selector(spec.selector)
-    if fixed_budget is None:
+    if not spec.budgeted:
+        budget, budget_fraction = len(instruction_pool), 1.0
+    elif fixed_budget is None:
         budget = top_fraction_budget(len(instruction_pool), config.budget_fraction)
         budget_fraction = config.budget_fraction
     else:
@@ -214,7 +217,7 @@ def selected_subsets(context: dg.AssetExecutionContext, config: SelectionConfig,
         "dagster/row_count": len(subset),
         "method": method, "selector": spec.selector, "selector_params": dg.MetadataValue.json(params),
         "selection": spec.name, "budget": budget, "budget_fraction": budget_fraction,
-        "budget_label": "default" if fixed_budget is None else budget_label(fixed_budget), "seed": config.seed,
+        "budget_label": budget_of_key(method), "seed": config.seed,
         "pool_rows": len(instruction_pool), "subset_hash": digest,
         "columns_read": dg.MetadataValue.json(list(columns)),
         "score_assets_read": dg.MetadataValue.json(score_runs),

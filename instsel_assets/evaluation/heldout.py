@@ -63,13 +63,35 @@ def heldout_loss(model, tokenizer, prompts: list[str], references: list[str], *,
     ``n_answer_tokens``, in input order."""
     if len(prompts) != len(references):
         raise ValueError(f"{len(prompts)} prompts but {len(references)} references")
-    pairs = []
-    for prompt, reference in zip(prompts, references):
-        conv = [{"role": "user", "content": prompt}, {"role": "assistant", "content": reference}]
-        first = chat.prefix_answer_pairs(tokenizer, conv, with_prefix=True)[0]
-        pairs.append((first.prefix_ids, first.answer_ids))
+    return heldout_loss_turns(model, tokenizer, [[p] for p in prompts], [[r] for r in references],
+                              batch_size=batch_size, max_length=max_length)
+
+
+def heldout_loss_turns(model, tokenizer, turns: list[list[str]], references: list[list[str]], *,
+                       batch_size: int = 8, max_length: int = 1024) -> pd.DataFrame:
+    """Multi-turn held-out loss (MT-Bench's two-turn references): per item, the conversation of its user turns
+    and reference answers is rendered with the chat template, every reference turn is scored given everything
+    before it, and ``mean_loss`` is the token-weighted mean over the item's reference turns."""
+    if len(turns) != len(references):
+        raise ValueError(f"{len(turns)} items but {len(references)} references")
+    pairs, owner = [], []
+    for i, (users, answers) in enumerate(zip(turns, references)):
+        if len(users) != len(answers) or not users:
+            raise ValueError(f"item {i}: {len(users)} user turns but {len(answers)} reference turns")
+        conv = [m for user, answer in zip(users, answers)
+                for m in ({"role": "user", "content": user}, {"role": "assistant", "content": answer})]
+        for pair in chat.prefix_answer_pairs(tokenizer, conv, with_prefix=True):
+            pairs.append((pair.prefix_ids, pair.answer_ids))
+            owner.append(i)
     res = answer_losses(model, tokenizer, pairs, batch_size=batch_size, max_length=max_length)
-    return pd.DataFrame({"mean_loss": res.mean_loss, "n_answer_tokens": res.n_answer_tokens})
+    frame = pd.DataFrame({"item": owner, "loss": np.asarray(res.mean_loss, dtype=np.float64),
+                          "n": np.asarray(res.n_answer_tokens, dtype=np.int64)})
+    frame = frame[(frame["n"] > 0) & np.isfinite(frame["loss"])]
+    frame["weighted"] = frame["loss"] * frame["n"]
+    grouped = frame.groupby("item").agg(weighted=("weighted", "sum"), n=("n", "sum")).reindex(range(len(turns)))
+    n = grouped["n"].fillna(0).astype(np.int64).to_numpy()
+    mean = np.where(n > 0, grouped["weighted"].to_numpy() / np.maximum(n, 1), np.nan)
+    return pd.DataFrame({"mean_loss": mean, "n_answer_tokens": n})
 
 
 def summarise_heldout(df: pd.DataFrame) -> dict:

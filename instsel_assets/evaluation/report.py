@@ -22,44 +22,61 @@ REPORT_COLUMNS = ("model", "method", "subset_rows", "subset_hash", "test_set", "
 
 
 def comparison_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """``rows``: one dict per evaluated model with ``model, method, subset_rows, subset_hash, test_set,
-    n_examples, n_answer_tokens, mean_loss``. The base model has ``method == "base"``.
+    """``rows``: one dict per evaluated model and test set with ``model, method, subset_rows, subset_hash,
+    test_set, n_examples, n_answer_tokens, mean_loss``. The base model has ``method == "base"``.
 
-    Lower held-out loss is better, so a negative delta means the method beats the reference.
+    Lower held-out loss is better, so a negative delta means the method beats the reference. Each method is
+    compared on each test set with ``random`` at its own budget (``random@5pct`` for ``ifd@5pct``; the default
+    ``random`` for the base model and ``full``) and with the base model.
     """
+    from instsel_assets.selection.plan import baseline_keys
+
     table = pd.DataFrame(rows)
     if table.empty:
         return pd.DataFrame(columns=REPORT_COLUMNS)
+    if "test_set" not in table.columns:
+        table["test_set"] = ""
     table["perplexity"] = table["mean_loss"].map(lambda x: math.exp(x) if math.isfinite(x) else float("nan"))
-    by_method = dict(zip(table["method"], table["mean_loss"]))
-    random_loss = by_method.get(RANDOM, float("nan"))
-    base_loss = by_method.get(BASE, float("nan"))
-    table["delta_loss_vs_random"] = table["mean_loss"] - random_loss
-    table["delta_loss_vs_base"] = table["mean_loss"] - base_loss
+    loss = {(m, t): x for m, t, x in zip(table["method"], table["test_set"], table["mean_loss"])}
+
+    def random_of(method: str) -> str:
+        return RANDOM if method == BASE else baseline_keys(method).get("random", method)
+
+    table["delta_loss_vs_random"] = [x - loss.get((random_of(m), t), float("nan"))
+                                     for m, t, x in zip(table["method"], table["test_set"], table["mean_loss"])]
+    table["delta_loss_vs_base"] = [x - loss.get((BASE, t), float("nan"))
+                                   for t, x in zip(table["test_set"], table["mean_loss"])]
     table["beats_random"] = table["delta_loss_vs_random"] < 0
     table["beats_base"] = table["delta_loss_vs_base"] < 0
     order = {BASE: 0, RANDOM: 1}
-    table = table.sort_values(by=["method"], key=lambda s: s.map(lambda m: (order.get(m, 2), m)))
+    table = table.sort_values(by=["test_set", "method"],
+                              key=lambda s: s.map(lambda m: (order.get(m, 2), m)) if s.name == "method" else s)
     return table[list(REPORT_COLUMNS)].reset_index(drop=True)
 
 
 def plot_losses(table: pd.DataFrame, path: Path) -> Path:
+    """One panel per test set: every model's held-out loss (base grey, random red)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=100)
-    colors = ["#888888" if m == BASE else "#d62728" if m == RANDOM else "#1f77b4" for m in table["method"]]
-    ax.bar(table["method"], table["mean_loss"], color=colors)
-    low = float(table["mean_loss"].min())
-    high = float(table["mean_loss"].max())
-    pad = max((high - low) * 0.5, 0.01)
-    ax.set_ylim(max(0.0, low - pad), high + pad)
-    ax.set_ylabel("held-out mean loss (lower is better)")
-    ax.set_title(f"Held-out loss on {table['test_set'].iloc[0]}")
-    for i, value in enumerate(table["mean_loss"]):
-        ax.text(i, value, f"{value:.3f}", ha="center", va="bottom", fontsize=8)
+    test_sets = list(dict.fromkeys(table["test_set"])) or [""]
+    fig, axes = plt.subplots(len(test_sets), 1, figsize=(max(7.0, 0.6 * table["method"].nunique() + 2),
+                                                         2.8 * len(test_sets)), dpi=100, squeeze=False)
+    for ax, test_set in zip(axes[:, 0], test_sets):
+        part = table[table["test_set"] == test_set]
+        colors = ["#888888" if m == BASE else "#d62728" if m.partition("@")[0] == RANDOM else "#1f77b4"
+                  for m in part["method"]]
+        ax.bar(part["method"], part["mean_loss"], color=colors)
+        low, high = float(part["mean_loss"].min()), float(part["mean_loss"].max())
+        pad = max((high - low) * 0.5, 0.01)
+        ax.set_ylim(max(0.0, low - pad), high + pad)
+        ax.set_ylabel("mean loss")
+        ax.set_title(f"Held-out loss on {test_set} (lower is better)", fontsize=9)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+        for i, value in enumerate(part["mean_loss"]):
+            ax.text(i, value, f"{value:.3f}", ha="center", va="bottom", fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -75,16 +92,16 @@ def render_markdown(table: pd.DataFrame, png_name: str, context: dict[str, Any],
     lines = [
         "# instsel evaluation report",
         "",
-        f"Test set: **{context.get('test_set')}** ({context.get('n_examples')} prompts with reference answers). "
-        "Metric: token-weighted mean cross-entropy of the reference answer given the prompt (chat template); "
-        "lower is better. Deltas are against the model fine-tuned on a random subset of the same size "
-        "and against the base model.",
+        f"Test sets: **{context.get('test_sets')}** (items with reference answers). "
+        "Metric: token-weighted mean cross-entropy of the reference answer given the prompt (chat template; every "
+        "reference turn of a multi-turn item given the turns before it); lower is better. Deltas are against the "
+        "model fine-tuned on a random subset of the same size and against the base model, on the same test set.",
         "",
         shown.to_markdown(index=False),
         "",
         f"![held-out loss]({image})",
         "",
-        "Settings: " + ", ".join(f"{k}={v}" for k, v in context.items() if k not in ("test_set", "n_examples")),
+        "Settings: " + ", ".join(f"{k}={v}" for k, v in context.items() if k != "test_sets"),
     ]
     return "\n".join(lines) + "\n"
 

@@ -29,6 +29,7 @@ chained nor kept: every exception is raised outside the ``except`` block that ca
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import json
 import logging
@@ -358,7 +359,9 @@ class LocalBackend:
     1), ``prompt_tokens`` = prompt length, ``completion_tokens`` = 0, ``finish_reason`` = "rating".
     The digit token ids are found as in ``scoring.self_curation``: each digit must be exactly one token
     right after the same text (prefix + digit tokenised together); a tokenizer that merges the prefix's
-    trailing space with some digits only is refused with a ``ValueError`` naming them.
+    trailing space with some digits only is refused with a ``ValueError`` naming them. A request with
+    ``rating.second_prefix`` (two ratings in one reply, the pairwise judge's "8 7") takes a second forward pass
+    after the first rating's most likely digit and the separator; its reply holds both expected digits.
 
     Other requests: greedy generation in left-padded, length-sorted batches of ``batch_size``
     (``model.generate``, ``do_sample=False``, ``max_new_tokens = request.max_tokens``), decoded without special tokens; ``finish_reason`` "stop" when the model emitted
@@ -473,9 +476,37 @@ class LocalBackend:
             for (low, high, prefix), members in groups.items():
                 for i, reply in zip((m[0] for m in members), self._rate(low, high, prefix, [m[1] for m in members])):
                     replies[i] = reply
+            self._second_ratings(requests, replies)
             for i, reply in self._generate_many(generations).items():
                 replies[i] = reply
             return [r for r in replies if r is not None]
+
+    def _second_ratings(self, requests: Sequence[JudgeRequest], replies: list[JudgeReply | None]) -> None:
+        """Two-rating requests (``RatingSpec.second_prefix``): append the first rating's most likely digit and
+        the separator, read the second rating in one more forward pass, and write both into the reply."""
+        groups: dict[tuple[int, int, str], list[tuple[int, list[int]]]] = {}
+        for i, request in enumerate(requests):
+            rating, first = request.rating, replies[i]
+            if rating is None or rating.second_prefix is None or first is None or first.error is not None:
+                continue
+            likely = max(first.digit_probs, key=lambda d: (first.digit_probs[d], -d))
+            follow = RatingSpec(rating.low, rating.high, f"{rating.reply_prefix}{likely}{rating.second_prefix}")
+            try:
+                prompt_or_error = self._rating_prompt(dataclasses.replace(request, rating=follow), i)
+            except ValueError as exc:  # this tokenizer merges the separator with some digits
+                replies[i] = JudgeReply(text=None, error=f"rating tokenization: request {i}: {exc}")
+                continue
+            if isinstance(prompt_or_error, JudgeReply):
+                replies[i] = prompt_or_error
+            else:
+                groups.setdefault((follow.low, follow.high, follow.reply_prefix), []).append((i, prompt_or_error))
+        for (low, high, prefix), members in groups.items():
+            for (i, _), second in zip(members, self._rate(low, high, prefix, [m[1] for m in members])):
+                rating, first = requests[i].rating, replies[i]
+                first_value = first.text[len(rating.reply_prefix):]
+                second_value = second.text[len(prefix):]
+                replies[i] = dataclasses.replace(
+                    first, text=f"{rating.reply_prefix}{first_value}{rating.second_prefix}{second_value}")
 
     def _too_long(self, n_tokens: int, index: int) -> JudgeReply:
         return JudgeReply(text=None, error=f"prompt too long: request {index} has {n_tokens} prompt tokens, "

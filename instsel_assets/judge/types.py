@@ -35,10 +35,22 @@ class RatingSpec:
     low: int
     high: int
     reply_prefix: str = "Score: "
+    # Two ratings in one reply (the pairwise judge's "8 7"): after the first digit is read, its most likely
+    # digit and ``second_prefix`` are appended and a second forward pass reads the next rating; the reply is
+    # ``f"{reply_prefix}{first:.4f}{second_prefix}{second:.4f}"`` and ``digit_probs`` holds the first's.
+    second_prefix: str | None = None
 
     def __post_init__(self) -> None:
         if not (0 <= self.low < self.high <= 9):
             raise ValueError(f"RatingSpec digits must satisfy 0 <= low < high <= 9, got {self.low}..{self.high}")
+        if self.second_prefix is not None and not self.second_prefix:
+            raise ValueError("RatingSpec.second_prefix must be None or a non-empty separator, e.g. ' '")
+
+    def cache_fields(self) -> list:
+        """What identifies the rating in a request's cache key (the second prefix only when set, so that the
+        keys of single ratings are those they always had)."""
+        fields: list = [self.low, self.high, self.reply_prefix]
+        return fields if self.second_prefix is None else [*fields, self.second_prefix]
 
 
 @dataclass(frozen=True)
@@ -66,8 +78,7 @@ class JudgeRequest:
     def key(self, backend_id: str, model: str) -> str:
         """sha256 of the canonical JSON of (backend id, payload, rating spec)."""
         blob = {"backend": backend_id, "payload": self.payload(model),
-                "rating": None if self.rating is None else [self.rating.low, self.rating.high,
-                                                            self.rating.reply_prefix]}
+                "rating": None if self.rating is None else self.rating.cache_fields()}
         text = json.dumps(blob, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

@@ -142,6 +142,33 @@ SUITES: dict[str, list[Expectation]] = {
         ("ExpectColumnValuesToBeUnique", {"column": "id"}),
         ("ExpectColumnValuesToBeBetween", {"column": "selection_rank", "min_value": 0}),
     ],
+    "evaluation_test_sets": [
+        ("ExpectColumnValuesToNotBeNull", {"column": "item_id"}),
+        ("ExpectCompoundColumnsToBeUnique", {"column_list": ["test_set", "item_id"]}),
+        ("ExpectColumnValuesToBeBetween", {"column": "n_turns", "min_value": 1, "max_value": 2}),
+        ("ExpectColumnValueLengthsToBeBetween", {"column": "turns", "min_value": 3}),
+    ],
+    "generated_answers": [
+        ("ExpectCompoundColumnsToBeUnique", {"column_list": ["method", "test_set", "item_id"]}),
+        ("ExpectColumnValuesToBeInSet", {"column": "status", "value_set": ["ok", "failed"]}),
+        ("ExpectColumnValuesToBeBetween", {"column": "n_new_tokens", "min_value": 0}),
+    ],
+    "pairwise_judgements": [
+        *_JUDGE_TABLE,
+        ("ExpectColumnValuesToBeInSet", {"column": "verdict", "value_set": ["win", "lose", "tie", None]}),
+        ("ExpectColumnValuesToBeInSet", {"column": "baseline_kind", "value_set": ["internal", "external"]}),
+    ],
+    "judge_fidelity": [
+        *_JUDGE_TABLE,
+        ("ExpectColumnValuesToBeInSet", {"column": "label", "value_set": [1, 2]}),
+    ],
+    "method_comparison": [
+        ("ExpectColumnValuesToNotBeNull", {"column": "method"}),
+        ("ExpectCompoundColumnsToBeUnique", {"column_list": ["method", "test_set"]}),
+        ("ExpectColumnValuesToBeBetween", {"column": "ws_vs_random", "min_value": 0.0, "max_value": 2.0,
+                                           "mostly": 1.0}),
+        ("ExpectColumnValuesToBeBetween", {"column": "ws_vs_full", "min_value": 0.0, "max_value": 2.0}),
+    ],
 }
 
 
@@ -184,7 +211,8 @@ def validate_frame(df: pd.DataFrame, suite_name: str, extra: list[Expectation] |
     import great_expectations.expectations as gxe
 
     expectations = list(SUITES[suite_name]) + list(extra or [])
-    columns = sorted({kw["column"] for _, kw in expectations if "column" in kw})
+    columns = sorted({kw["column"] for _, kw in expectations if "column" in kw}
+                     | {c for _, kw in expectations for c in kw.get("column_list", ())})
     missing = [c for c in columns if c not in df.columns]
     if missing:
         return SuiteResult(suite_name, False, len(df), [
@@ -209,7 +237,7 @@ def validate_frame(df: pd.DataFrame, suite_name: str, extra: list[Expectation] |
         if not r.success:
             failures.append({
                 "expectation": r.expectation_config.type,
-                "column": r.expectation_config.kwargs.get("column"),
+                "column": r.expectation_config.kwargs.get("column") or r.expectation_config.kwargs.get("column_list"),
                 "unexpected_count": int(r.result.get("unexpected_count") or 0),
                 "examples": [str(v)[:80] for v in (r.result.get("partial_unexpected_list") or [])[:5]],
             })

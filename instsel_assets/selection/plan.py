@@ -7,7 +7,11 @@ compared at equal size:
 - the first budget is the default one: its partition key is the selection's bare name (``ifd``) and its size is
   ``selected_subsets``' ``budget_fraction`` config (10% unless changed: the Cherry LLM setting);
 - every other budget adds one partition per selection, keyed ``<name>@<label>``: ``ifd@5pct`` for a fraction
-  of the pool (0.05), ``ifd@6000rows`` for a row count (6000, DEITA's budget), capped at the pool's size.
+  of the pool (0.05), ``ifd@6000rows`` for a row count (6000, DEITA's budget), capped at the pool's size;
+- an unbudgeted selection (``budgeted=False``: ``full``, the whole pool) has its bare partition only.
+
+``baseline_keys(key)`` names the internal baselines a partition is compared with in the evaluation: ``random``
+at the same budget and ``full``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ class SelectionSpec:
     selector: str  # a registered selector (instsel methods)
     params: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    budgeted: bool = True  # False: the selection ignores the budget (the full pool) and has one partition
 
 
 SELECTIONS: tuple[SelectionSpec, ...] = (
@@ -65,6 +70,9 @@ SELECTIONS: tuple[SelectionSpec, ...] = (
                   "InstructionGPT-4 (text form): the highest score of the MLP selector trained on the subset "
                   "experiments (instruct_mining_job first)."),
     SelectionSpec("random", "random", {}, "Uniform random subset (seeded): the baseline every method must beat."),
+    SelectionSpec("full", "full_pool", {},
+                  "The whole pool (unbudgeted, one partition): the internal baseline of the evaluation, the same "
+                  "base model fine-tuned on everything.", budgeted=False),
     SelectionSpec("longest", "longest", {}, "Longest responses (characters): the length baseline."),
     SelectionSpec("kcenter_greedy", "kcenter_greedy", {},
                   "Farthest-first traversal on the MiniLM instruction embeddings (coreset)."),
@@ -86,7 +94,8 @@ SELECTIONS: tuple[SelectionSpec, ...] = (
 
 # The selections `instsel demo` trains and evaluates on the bundled sample: the scores they read take
 # about 10 minutes on 2 CPU cores together. The others are materialised on demand (README, "Methods").
-DEMO_SELECTIONS: tuple[str, ...] = ("ifd", "superfiltering", "perplexity", "random", "longest", "kcenter_greedy")
+DEMO_SELECTIONS: tuple[str, ...] = ("ifd", "superfiltering", "perplexity", "random", "longest", "kcenter_greedy",
+                                     "full")
 
 
 # Every selection runs at each budget (module docstring): the first is the default (bare partition keys,
@@ -138,7 +147,7 @@ def selection_keys() -> list[str]:
     labels = [budget_label(b) for b in BUDGETS[1:]]
     if len(set(labels)) != len(labels):
         raise ValueError(f"BUDGETS {BUDGETS} give the same partition label twice: {labels}")
-    return selection_names() + [f"{s.name}@{label}" for label in labels for s in SELECTIONS]
+    return selection_names() + [f"{s.name}@{label}" for label in labels for s in SELECTIONS if s.budgeted]
 
 
 def get_selection(name: str) -> SelectionSpec:
@@ -155,9 +164,27 @@ def parse_selection_key(key: str) -> tuple[SelectionSpec, Budget | None]:
     spec = get_selection(name)
     if not sep:
         return spec, None
+    if not spec.budgeted:
+        raise KeyError(f"selection {name!r} takes no budget: its only partition is {name!r}")
     for budget in BUDGETS[1:]:
         if budget_label(budget) == label:
             return spec, budget
     raise KeyError(f"no budget {label!r} for selection {name!r}; declared budgets: "
                    f"{', '.join(budget_label(b) for b in BUDGETS[1:]) or 'none besides the default'} "
                    f"(selection/plan.py BUDGETS)")
+
+
+def baseline_keys(key: str) -> dict[str, str]:
+    """The internal baselines of partition ``key`` (docs/METHODS.md, "Evaluation"): ``{"random": <random at the same
+    budget>, "full": "full"}``, leaving out ``key`` itself (random is not compared with itself)."""
+    spec, budget = parse_selection_key(key)
+    random_key = "random" if budget is None else f"random@{budget_label(budget)}"
+    return {kind: other for kind, other in (("random", random_key), ("full", "full")) if other != key}
+
+
+def budget_of_key(key: str) -> str:
+    """``"default"`` for a bare key, the budget label for ``<name>@<label>``, ``"pool"`` for an unbudgeted one."""
+    spec, budget = parse_selection_key(key)
+    if not spec.budgeted:
+        return "pool"
+    return "default" if budget is None else budget_label(budget)

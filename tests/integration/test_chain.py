@@ -2,8 +2,10 @@
 
 This is `instsel demo` at a small size: raw datasets -> pool -> features -> SQL models -> the demo's LM
 scores (pre-experienced model + IFD, Superfiltering, perplexity) -> three selections -> three LoRA
-checkpoints (2 steps each) -> evaluation report; then the lineage, and the loss cache shared between
-Superfiltering and perplexity (same model, same conditioned pairs).
+checkpoints (2 steps each) and the full-pool one -> the evaluation (held-out loss on the four test sets with
+references, one answer per test set from each checkpoint, pairwise judgements against random, full and the external
+models, the judge's fidelity on two LLMBar pairs, the method comparison); then the lineage, and the loss cache
+shared between Superfiltering and perplexity (same model, same conditioned pairs).
 """
 
 import json
@@ -18,8 +20,9 @@ from instsel_assets import settings
 
 ROWS_PER_SOURCE = 14
 # A subset of the demo's selections keeps this test short: IFD (pre-experienced model), Superfiltering
-# (the filter model) and the random baseline; the others differ only in the selector, unit-tested.
-SELECTIONS = ["ifd", "superfiltering", "random"]
+# (the filter model), and the two internal baselines of the evaluation (random, full); the others differ only in
+# the selector, unit-tested.
+SELECTIONS = ["ifd", "superfiltering", "random", "full"]
 
 
 def small_data_root(tmp: Path) -> Path:
@@ -39,6 +42,7 @@ def small_data_root(tmp: Path) -> Path:
             dst.write_text(json.dumps(json.loads(text)[:ROWS_PER_SOURCE], ensure_ascii=False), encoding="utf-8")
     (out / "sources.yaml").write_text((src_root / "sources.yaml").read_text())
     shutil.copytree(src_root / "eval", out / "eval")
+    shutil.copytree(src_root / "labels", out / "labels")
     return out
 
 
@@ -52,16 +56,23 @@ def test_whole_chain_and_lineage(tmp_path, monkeypatch, capsys):
 
     from instsel_assets.cli import main, run_demo
 
-    summary = run_demo(max_steps=2, eval_limit=8, budget_fraction=0.1, log_level="WARNING", selections=SELECTIONS)
+    summary = run_demo(max_steps=2, eval_limit=4, budget_fraction=0.1, log_level="WARNING", selections=SELECTIONS,
+                       answer_limit=1, max_new_tokens=8, fidelity_limit=2)
     assert summary["checks_failed"] == []
     assert summary["checks_passed"] >= 30
     assert len(summary["runs"]) == 1 + len(SELECTIONS) + 1
 
-    report = Path(summary["report"])
-    text = report.read_text()
+    heldout = Path(summary["heldout_report"])
+    text = heldout.read_text()
     for method in ("base", *SELECTIONS):
         assert f"| {method}" in text
-    assert (report.parent / "evaluation_report.png").stat().st_size > 1000
+    assert (heldout.parent / "evaluation_report.png").stat().st_size > 1000
+    comparison = Path(summary["report"]).read_text()
+    for section in ("## Judge fidelity", "## Every method x budget x test set", "## Lineage of each method",
+                    "## External comparison", "## Plots"):
+        assert section in comparison
+    for png in ("method_comparison_scores.png", "method_comparison_ws.png", "method_comparison_loss_vs_size.png"):
+        assert (heldout.parent / png).stat().st_size > 1000
 
     con = duckdb.connect(str(tmp_path / "home" / "instsel.duckdb"), read_only=True)
     read = sum(con.execute(f"select count(*) from raw_datasets.{name}").fetchone()[0]
@@ -71,7 +82,20 @@ def test_whole_chain_and_lineage(tmp_path, monkeypatch, capsys):
     assert read == 3 * ROWS_PER_SOURCE and kept + rejected == read
     subsets = dict(con.execute("select method, count(*) from public.selected_subsets group by 1").fetchall())
     budget = max(1, round(kept * 0.1))
-    assert subsets == {m: budget for m in SELECTIONS}
+    assert subsets == {**{m: budget for m in SELECTIONS}, "full": kept}
+    # the evaluation: every checkpoint answered one prompt per test set; every method judged against its baselines
+    answered = dict(con.execute("select method, count(*) from public.generated_answers group by 1").fetchall())
+    assert answered == {m: 7 for m in SELECTIONS}
+    judged = {(m, b) for m, b in con.execute(
+        "select distinct method, baseline from public.pairwise_judgements where baseline_kind = 'internal'").fetchall()}
+    assert {("ifd", "random"), ("ifd", "full"), ("random", "full"), ("full", "random")} <= judged
+    external = {b for (b,) in con.execute(
+        "select distinct baseline from public.pairwise_judgements where baseline_kind = 'external'").fetchall()}
+    assert external == {"alpaca-13b", "llama-13b", "vicuna-13b", "gpt35", "alpaca-7b", "gpt4_1106_preview",
+                        "davinci-self-instruct"}
+    compared = con.execute("select count(*) from public.method_comparison where test_set = 'all'").fetchone()[0]
+    assert compared == len(SELECTIONS)
+    assert con.execute("select count(*) from public.judge_fidelity").fetchone()[0] == 2
     ifd_ids = {r[0] for r in con.execute(
         "select s.id from public.selected_subsets s join public.ifd_scores i using (id) "
         "where s.method = 'ifd' and i.ifd < 1").fetchall()}
@@ -95,6 +119,7 @@ def test_whole_chain_and_lineage(tmp_path, monkeypatch, capsys):
     # Only the scores the ifd selector read are in its lineage, not every score asset it depends on.
     assert not upstream_assets & {"superfiltering_scores", "nuggets_scores", "tegit_scores"}
     assert lineage["evaluation_report"]["metadata"]["report_path"].endswith("evaluation_report.md")
+    assert lineage["method_comparison"]["metadata"]["report_path"].endswith("method_comparison.md")
 
 
     # Perplexity and Superfiltering use the same model and share the conditioned passes s(A|Q): whichever

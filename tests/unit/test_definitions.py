@@ -52,7 +52,7 @@ GPU_ASSETS = {"subset_experiments", "mods_seed_model", "mods_necessary_instructi
               "prompt_uncertainty_scores", "nuggets_scores", "self_curation_scores", "diverseevol_ranks",
               "tegit_discriminator", "tegit_scores", "finetuned_checkpoints", "evaluation_reports",
               "alpagasus_scores", "deita_scores", "instag_tags", "lift_scores", "tree_instruct_scores",
-              "wavecoder_scores", "reward_scores"}
+              "wavecoder_scores", "reward_scores", "generated_answers", "pairwise_judgements", "judge_fidelity"}
 
 
 def test_gpu_steps_request_a_gpu_and_cpu_steps_do_not():

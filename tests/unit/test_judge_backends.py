@@ -281,3 +281,28 @@ def test_local_refuses_what_it_cannot_answer(tiny_lm):
     replies = backend.complete_many([req("a long prompt " * 40, max_tokens=3), req("ok", rating=RATING)])
     assert replies[0].text is None and replies[0].error.startswith("prompt too long: request 0")
     assert replies[1].error is None
+
+
+def test_local_two_ratings_read_the_second_after_the_first_likely_digit(tiny_lm):
+    model, tokenizer = tiny_lm
+    backend = LocalBackend(model, tokenizer, "tiny")
+    # the tiny test tokenizer merges " " with a following digit after the chat template (SmolLM2 does not):
+    # "\n" separates the two ratings here
+    pair = RatingSpec(1, 9, reply_prefix="", second_prefix="\n")
+    request = req("Which answer is better?", rating=pair)
+    reply = backend.complete(request)
+    first, p, _ = direct_rating(model, tokenizer, request, RatingSpec(1, 9, reply_prefix=""))
+    likely = int(np.argmax(p)) + 1
+    second, _, _ = direct_rating(model, tokenizer, request, RatingSpec(1, 9, reply_prefix=f"{likely}\n"))
+    assert reply.text == f"{first:.4f}\n{second:.4f}"
+    assert reply.digit_probs == pytest.approx({d: q for d, q in zip(range(1, 10), p)}, abs=1e-9)
+    # the second prefix is part of the cache key; a single rating keeps the key it always had
+    assert request.key("local:tiny", "tiny") != req("Which answer is better?",
+                                                     rating=RatingSpec(1, 9, reply_prefix="")).key("local:tiny", "tiny")
+    with pytest.raises(ValueError, match="second_prefix"):
+        RatingSpec(1, 9, second_prefix="")
+    batched = backend.complete_many([request, req("Another question?", rating=pair), request])
+    assert batched[0].text == batched[2].text == reply.text and len(batched[1].text.split()) == 2
+    # a separator this tokenizer merges with the digits is an error reply for that request, not a crash
+    merged = backend.complete_many([req("Which answer is better?", rating=RatingSpec(1, 9, "", " "))])[0]
+    assert merged.text is None and merged.error.startswith("rating tokenization")

@@ -32,3 +32,19 @@ def test_write_report(tmp_path):
     assert "| ifd" in text and "evaluation_report.png" in text and "base_model=m" in text
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "data:image/png;base64," in inline
+
+
+def test_each_test_set_and_budget_has_its_own_random():
+    base = {"n_examples": 10, "n_answer_tokens": 500, "subset_hash": "", "model": "m"}
+    data = []
+    for test_set, shift in (("alpaca_eval_805", 0.0), ("mt_bench", 1.0)):
+        for method, loss, size in (("base", 2.0, 0), ("random", 1.8, 4), ("random@5pct", 1.9, 2), ("ifd", 1.7, 4),
+                                   ("ifd@5pct", 1.95, 2), ("full", 1.6, 40)):
+            data.append({**base, "method": method, "mean_loss": loss + shift, "subset_rows": size,
+                         "test_set": test_set})
+    table = comparison_table(data).set_index(["test_set", "method"])
+    assert math.isclose(table.loc[("mt_bench", "ifd@5pct"), "delta_loss_vs_random"], 0.05)  # vs random@5pct
+    assert math.isclose(table.loc[("mt_bench", "ifd"), "delta_loss_vs_random"], -0.1)  # vs random
+    assert math.isclose(table.loc[("alpaca_eval_805", "full"), "delta_loss_vs_random"], -0.2)
+    assert math.isclose(table.loc[("mt_bench", "full"), "delta_loss_vs_base"], -0.4)
+    assert math.isnan(table.loc[("mt_bench", "random"), "delta_loss_vs_random"]) is False

@@ -11,10 +11,24 @@ def test_every_selection_runs_at_every_budget():
     keys = plan.selection_keys()
     names = plan.selection_names()
     assert keys[: len(names)] == names  # the default budget keeps the bare names
-    assert len(keys) == len(names) * len(plan.BUDGETS) == len(set(keys))
+    budgeted = [s.name for s in plan.SELECTIONS if s.budgeted]
+    assert len(keys) == len(names) + len(budgeted) * (len(plan.BUDGETS) - 1) == len(set(keys))
     for label in (plan.budget_label(b) for b in plan.BUDGETS[1:]):
-        assert {f"{n}@{label}" for n in names} <= set(keys)
+        assert {f"{n}@{label}" for n in budgeted} <= set(keys)
     assert "ifd@5pct" in keys and "random@5pct" in keys
+    # the full pool takes no budget: one partition
+    assert "full" in keys and not any(k.startswith("full@") for k in keys)
+
+
+def test_full_pool_takes_no_budget_and_baselines_match_the_budget():
+    assert plan.parse_selection_key("full")[0].budgeted is False
+    with pytest.raises(KeyError, match="takes no budget"):
+        plan.parse_selection_key("full@5pct")
+    assert plan.baseline_keys("ifd") == {"random": "random", "full": "full"}
+    assert plan.baseline_keys("ifd@5pct") == {"random": "random@5pct", "full": "full"}
+    assert plan.baseline_keys("random@5pct") == {"full": "full"}
+    assert plan.baseline_keys("full") == {"random": "random"}
+    assert [plan.budget_of_key(k) for k in ("ifd", "ifd@5pct", "full")] == ["default", "5pct", "pool"]
 
 
 @pytest.mark.parametrize(("budget", "label", "rows_of_599"), [

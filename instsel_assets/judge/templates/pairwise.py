@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from instsel_assets.judge.templates._common import NUMBER, check_range, clean_lines, messages, require_text, row_id
-from instsel_assets.judge.types import JudgeRequest, JudgeTemplate, ReplyParseError
+from instsel_assets.judge.types import JudgeRequest, JudgeTemplate, RatingSpec, ReplyParseError
 from instsel_assets.registry import register_scorer
 
 SYSTEM_PROMPT = "You are a helpful and precise assistant for checking the quality of the answer."
@@ -54,6 +54,10 @@ USER_TEMPLATE = ("[Question]\n{question}\n\n[The Start of Assistant 1's Answer]\
                  "[The End of Assistant 2's Answer]\n\n[System]\n{prompt}\n\n")
 SCALE = (1, 10)
 MAX_TOKENS = 256  # the reference evaluation script's default
+# The local backend reads the two scores from the next-token digit probabilities instead of generating: the
+# expected score of assistant 1, then (after its most likely digit and a space) of assistant 2. One token per
+# digit limits it to 1-9; an API judge replies on the prompt's 1-10 scale.
+RATING = RatingSpec(1, 9, reply_prefix="", second_prefix=" ")
 COLUMNS = ("score_a_ab", "score_b_ab", "score_a_ba", "score_b_ba", "verdict")
 VERDICTS = ("win", "lose", "tie")
 
@@ -75,7 +79,8 @@ def build(row: Mapping[str, Any]) -> list[JudgeRequest]:
     out = []
     for first, second in ((a, b), (b, a)):
         user = USER_TEMPLATE.format(question=question, answer_1=first, answer_2=second, prompt=REVIEW_PROMPT)
-        out.append(JudgeRequest(messages=messages(SYSTEM_PROMPT, user), max_tokens=MAX_TOKENS, temperature=0.0))
+        out.append(JudgeRequest(messages=messages(SYSTEM_PROMPT, user), max_tokens=MAX_TOKENS, temperature=0.0,
+                                rating=RATING))
     return out
 
 
