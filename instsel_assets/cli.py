@@ -273,8 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_lineage)
     p = sub.add_parser("demo", help="materialise the whole default chain on the bundled sample")
     p.add_argument("--max-steps", type=int, default=15, help="fine-tuning steps per checkpoint (default 15)")
-    p.add_argument("--eval-limit", type=int, default=100,
-                   help="items with references per test set for held-out loss (default 100)")
+    p.add_argument("--eval-limit", type=int, default=30,
+                   help="items with references per test set for held-out loss (default 30; 0 = all)")
     p.add_argument("--answer-limit", type=int, default=3,
                    help="prompts per test set answered by every checkpoint and judged (default 3; 0 = all)")
     p.add_argument("--max-new-tokens", type=int, default=48, help="new tokens per answer turn (default 48)")
