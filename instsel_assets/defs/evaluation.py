@@ -553,10 +553,9 @@ def method_comparison(context: dg.AssetExecutionContext, evaluation_reports: pd.
     judges = sorted(set(pairwise_judgements.get("judge_backend", [])))
     out_dir = settings.storage_root() / "reports"
     md_path, pngs, markdown = write_report(
-        table, wins, pairwise_judgements, evaluation_reports[evaluation_reports["method"] != BASE].assign(
-            subset_rows=lambda f: f["subset_rows"]) if len(evaluation_reports) else evaluation_reports,
-        fidelity, out_dir, {"judge": ", ".join(judges) or "none", "pairs judged": int(
-            (pairwise_judgements["judge_status"] == "ok").sum()), "pairs": len(pairwise_judgements)})
+        table, wins, pairwise_judgements, evaluation_reports, fidelity, out_dir,
+        {"judge": ", ".join(judges) or "none", "pairs judged": int((pairwise_judgements["judge_status"] == "ok").sum()),
+         "pairs": len(pairwise_judgements)})
     context.log.info(f"method comparison written to {md_path}")
     pooled = table[table["test_set"] == "all"]
     yield dg.Output(table, metadata={

@@ -374,3 +374,34 @@ def test_the_alpagasus_asset_through_the_proxy(llama_server, proxy, client_timeo
                  repr([{k: getattr(v, "value", v) for k, v in e.metadata.items()} for e in checks.values()])):
         assert API_KEY not in text
     assert math.isfinite(meta["seconds"]) and meta["seconds"] >= RETRY_AFTER_SECONDS
+
+
+def test_judge_fidelity_measures_the_local_and_the_configured_openai_judge(llama_server, proxy, client_timeout,
+                                                                           tmp_path, monkeypatch):
+    """``judge_fidelity`` with the ``judge`` resource on the OpenAI backend measures both judges on the same LLMBar
+    pairs: the local packaged one (always) and the configured endpoint; no key in what it records."""
+    from instsel_assets.defs.evaluation import judge_fidelity
+    from instsel_assets.defs.resources import JudgeResource
+
+    monkeypatch.setenv("INSTSEL_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("INSTSEL_JUDGE_CACHE", str(tmp_path / "judge-cache"))
+    monkeypatch.setenv("INSTSEL_JUDGE_API_KEY", API_KEY)
+    judge = JudgeResource(backend="openai", model=MODEL, base_url=proxy.url, api_key=dg.EnvVar("INSTSEL_JUDGE_API_KEY"),
+                          concurrency=2, max_attempts=3, timeout_s=client_timeout, max_reply_tokens=MAX_TOKENS)
+    instance = dg.DagsterInstance.ephemeral()
+    run_config = {"ops": {"judge_fidelity": {"config": {"limit": 2, "max_unparsable_fraction": 1.0}}}}
+    result = dg.materialize([judge_fidelity], instance=instance, run_config=run_config, resources={"judge": judge})
+    assert result.success
+    table = result.output_for_node("judge_fidelity")
+    backends = sorted(set(table["judge_backend"]))
+    assert len(table) == 4 and len(backends) == 2 and f"openai:{proxy.url}" in backends
+    assert any(b.startswith("local:packaged:smollm2-135m-instruct") for b in backends)
+    assert set(table["judge_status"]) <= {"ok", "unparsable", "failed"} and set(table["label"]) <= {1, 2}
+    (mat,) = result.asset_materializations_for_node("judge_fidelity")
+    meta = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+    assert [s["judge_backend"] for s in meta["fidelity"]] == [b for b in meta["runs"]]
+    assert all(s["n_pairs"] == 2 for s in meta["fidelity"])
+    assert proxy.usage_paid > 0 and f"Bearer {API_KEY}" in proxy.auth_headers
+    logs = "\n".join(repr(entry) for entry in instance.all_logs(result.run_id))
+    for text in (repr(meta), logs, table.to_json()):
+        assert API_KEY not in text
