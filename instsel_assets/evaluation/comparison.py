@@ -185,8 +185,10 @@ def _fmt(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def _ws_cell(ws, n: int) -> str:
-    return f"{ws:.3f} ({n})" if ws is not None and not (isinstance(ws, float) and math.isnan(ws)) else ""
+def _ws_cell(ws, win_rate, n: int) -> str:
+    if ws is None or (isinstance(ws, float) and math.isnan(ws)):
+        return ""
+    return f"{ws:.3f} / {win_rate:.2f} ({n})"
 
 
 def render_markdown(table: pd.DataFrame, wins: pd.DataFrame, fidelity: list[dict[str, Any]],
@@ -214,7 +216,8 @@ def render_markdown(table: pd.DataFrame, wins: pd.DataFrame, fidelity: list[dict
     else:
         lines += ["(judge_fidelity not materialised)", ""]
     lines += ["## Every method x budget x test set", "",
-              "WS cells read `WS (items)`; the external column lists each shipped model's WS. The `all` row pools "
+              "WS cells read `WS / win rate (items)`; the external column lists each shipped model's WS. The `all` "
+              "row pools "
               "every judged item of the method; its loss is the mean over the test sets with references.", "",
               "| method | budget | rows | subset hash | test set | held-out loss | WS vs random | WS vs full | "
               "WS vs external | position consistency |",
@@ -222,8 +225,9 @@ def render_markdown(table: pd.DataFrame, wins: pd.DataFrame, fidelity: list[dict
     for r in table.itertuples(index=False):
         external = ", ".join(f"{m} {_fmt(w, 2)}" for m, w in json.loads(r.ws_vs_external or "{}").items())
         lines.append(f"| {r.method} | {r.budget} | {r.subset_rows} | `{r.subset_hash}` | {r.test_set} | "
-                     f"{_fmt(r.heldout_loss)} | {_ws_cell(r.ws_vs_random, r.n_vs_random)} | "
-                     f"{_ws_cell(r.ws_vs_full, r.n_vs_full)} | {external} | {_fmt(r.position_consistency, 2)} |")
+                     f"{_fmt(r.heldout_loss)} | {_ws_cell(r.ws_vs_random, r.win_rate_vs_random, r.n_vs_random)} | "
+                     f"{_ws_cell(r.ws_vs_full, r.win_rate_vs_full, r.n_vs_full)} | {external} | "
+                     f"{_fmt(r.position_consistency, 2)} |")
     lines.append("")
     lines += ["## Lineage of each method", "",
               "| method | subset hash | selected_subsets run | scorer settings |", "| --- | --- | --- | --- |"]

@@ -52,7 +52,7 @@ def test_report_has_every_section_and_plot(tmp_path):
     md_path, pngs, inline = write_report(table, wins, judged, losses, fidelity, tmp_path, {"judge": "local:x"})
     text = md_path.read_text()
     for section in ("## Judge fidelity", "| local:x | 9 / 10 | 0.500", "## Every method x budget x test set",
-                    "| ifd | default | 60 | `abc` | all | 1.500 | 2.000 (3) | 2.000 (3) | gpt35 2.00 |",
+                    "| ifd | default | 60 | `abc` | all | 1.500 | 2.000 / 1.00 (3) | 2.000 / 1.00 (3) | gpt35 2.00 |",
                     "## Lineage of each method", "## External comparison", "## Plots", "judge=local:x"):
         assert section in text, section
     assert len(pngs) == 3 and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
