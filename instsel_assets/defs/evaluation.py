@@ -174,7 +174,8 @@ class EvaluationConfig(dg.Config):
     deps=["finetuned_checkpoints"],
     description="Held-out mean loss of the reference answers of every test set that has them, for the base model "
                 "and every checkpoint materialised so far (each selection partition's latest), compared against "
-                "`random` at the same budget and the base model; a Markdown report with a chart is attached.",
+                "`random` at the same budget and the base model; a Markdown report with a chart is attached. The loss "
+                "engine's cache (keyed by each model's weights) makes re-evaluating an unchanged checkpoint free.",
     check_specs=[
         dg.AssetCheckSpec("losses_finite", asset="evaluation_reports", blocking=True,
                           description="Every evaluated model has a finite held-out loss on every test set."),
@@ -203,11 +204,12 @@ def evaluation_reports(context: dg.AssetExecutionContext, config: EvaluationConf
                      f"and {len(checkpoints)} checkpoints")
 
     def evaluate(model, tokenizer, label: str, fields: dict) -> list[dict]:
+        # the loss engine's settings and cache (keyed by the weights): re-evaluating a checkpoint costs nothing
+        engine = {**language_model.engine_kwargs(model, tokenizer), "max_length": config.max_length}
         out = []
         for name, test in tests.items():
             frame = heldout_loss_turns(model, tokenizer, [_turns(t) for t in test["turns"]],
-                                       [_turns(r) for r in test["reference"]],
-                                       batch_size=language_model.batch_size, max_length=config.max_length)
+                                       [_turns(r) for r in test["reference"]], **engine)
             summary = summarise_heldout(frame)
             context.log.info(f"{label} on {name}: mean loss {summary['mean_loss']:.4f} over "
                              f"{summary['n_examples']} items")

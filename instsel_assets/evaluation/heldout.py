@@ -68,10 +68,11 @@ def heldout_loss(model, tokenizer, prompts: list[str], references: list[str], *,
 
 
 def heldout_loss_turns(model, tokenizer, turns: list[list[str]], references: list[list[str]], *,
-                       batch_size: int = 8, max_length: int = 1024) -> pd.DataFrame:
+                       batch_size: int = 8, max_length: int = 1024, **engine_kwargs) -> pd.DataFrame:
     """Multi-turn held-out loss (MT-Bench's two-turn references): per item, the conversation of its user turns
     and reference answers is rendered with the chat template, every reference turn is scored given everything
-    before it, and ``mean_loss`` is the token-weighted mean over the item's reference turns."""
+    before it, and ``mean_loss`` is the token-weighted mean over the item's reference turns. ``engine_kwargs``
+    (``cache``, ``workers``, ``progress``) go to the loss engine: with a loss cache a re-run computes nothing."""
     if len(turns) != len(references):
         raise ValueError(f"{len(turns)} items but {len(references)} references")
     pairs, owner = [], []
@@ -83,7 +84,7 @@ def heldout_loss_turns(model, tokenizer, turns: list[list[str]], references: lis
         for pair in chat.prefix_answer_pairs(tokenizer, conv, with_prefix=True):
             pairs.append((pair.prefix_ids, pair.answer_ids))
             owner.append(i)
-    res = answer_losses(model, tokenizer, pairs, batch_size=batch_size, max_length=max_length)
+    res = answer_losses(model, tokenizer, pairs, batch_size=batch_size, max_length=max_length, **engine_kwargs)
     frame = pd.DataFrame({"item": owner, "loss": np.asarray(res.mean_loss, dtype=np.float64),
                           "n": np.asarray(res.n_answer_tokens, dtype=np.int64)})
     frame = frame[(frame["n"] > 0) & np.isfinite(frame["loss"])]
