@@ -129,12 +129,16 @@ def materialised_checkpoints(instance: dg.DagsterInstance) -> dict[str, dict]:
     from instsel_assets.selection.plan import selection_keys
     from instsel_assets.training.checkpoint import read_manifest
 
+    from instsel_assets.defs.storage import fetch_artifact, storage_kind
+
     found = {}
     for method in selection_keys():
         meta = metadata_dict(latest_record(instance, "finetuned_checkpoints", method))
         path = meta.get("checkpoint_dir")
         if not path:
             continue
+        if storage_kind() == "s3":  # trained on another machine: download the checkpoint from the bucket
+            path = fetch_artifact("finetuned_checkpoints", method)["path"]
         manifest = read_manifest(path)
         found[method] = {"path": str(path), "subset_rows": manifest.get("subset_rows", 0),
                          "subset_hash": manifest.get("subset_hash") or meta.get("subset_hash") or "",

@@ -400,6 +400,7 @@ def artifacts_dir() -> str:
 
 def default_resources() -> dict[str, Any]:
     from instsel_assets.defs.duckdb_io import InstselDuckDBIOManager
+    from instsel_assets.defs.storage import storage_resources
 
     settings.storage_root().mkdir(parents=True, exist_ok=True)
     return {
@@ -416,4 +417,6 @@ def default_resources() -> dict[str, Any]:
         "judge": judge_resource(),
         # The reward model of reward_scores; by default a stand-in (the packaged SmolLM2's helpfulness rating).
         "reward_model": RewardModelResource(),
+        # INSTSEL_STORAGE=s3: both IO managers in an S3 bucket instead (defs/storage.py); nothing when local.
+        **storage_resources(),
     }

@@ -111,9 +111,17 @@ def columns_and_assets(columns: tuple[str, ...], method: str, selector: str) -> 
 
 
 def read_score_table(asset: str, column: str, method: str) -> pd.DataFrame:
-    """The latest materialisation of a score asset, read from the DuckDB file the IO manager writes."""
+    """The latest materialisation of a score asset, read from where the IO manager writes it: the DuckDB file, or
+    the bucket with ``INSTSEL_STORAGE=s3`` (defs/storage.py)."""
     from instsel_assets.defs.resources import duckdb_path
+    from instsel_assets.defs.storage import read_table, storage_kind
 
+    if storage_kind() == "s3":
+        try:
+            return read_table(asset)
+        except LookupError:
+            raise LookupError(f"selection {method!r} reads column {column!r} from asset {asset}, which has not been "
+                              f"materialised (not in the bucket): materialise {asset} first") from None
     path = duckdb_path()
     con = duckdb.connect(path)
     try:
