@@ -27,6 +27,7 @@ from instsel_assets.defs._common import ProgressLogger, code_version_of, suite_c
 from instsel_assets.defs.judge import JUDGE_MODULES, JudgeConfig, judge_check_results, run_judge
 from instsel_assets.defs.k8s import gpu_op_tags
 from instsel_assets.defs.resources import JudgeResource, LanguageModelResource
+from instsel_assets.judge.engine import JUDGE_STATUSES
 from instsel_assets.evaluation.report import BASE, comparison_table, write_report
 
 CODE_VERSION = code_version_of("instsel_assets.evaluation.heldout", "instsel_assets.evaluation.report",
@@ -398,6 +399,17 @@ def judgement_pairs(answers: pd.DataFrame, external: pd.DataFrame, test_sets: pd
                                        "question", "answer_a", "answer_b"])
 
 
+def pair_check_results(asset: str, table: pd.DataFrame, expected: pd.DataFrame, config: JudgeConfig):
+    """The judge tables' checks (``defs/judge.judge_check_results``) on a table of judged pairs: the status counts
+    from its ``judge_status`` column, and ``covers_pool`` named ``covers_pairs`` (a row is a pair, not a pool row)."""
+    counts = {s: int((table["judge_status"] == s).sum()) for s in JUDGE_STATUSES}
+    for result in judge_check_results(asset, table, expected, counts, config):
+        if result.check_name == "covers_pool":
+            result = dg.AssetCheckResult(check_name="covers_pairs", asset_key=asset, passed=result.passed,
+                                         metadata=result.metadata)
+        yield result
+
+
 class PairwiseConfig(JudgeConfig):
     external: bool = Field(default=True, description="Also judge against the external models' shipped answers.")
 
@@ -444,13 +456,7 @@ def pairwise_judgements(context: dg.AssetExecutionContext, config: PairwiseConfi
          .items()}),
         "position_consistency": overall["position_consistency"],
         "verdicts": dg.MetadataValue.json(ok["verdict"].value_counts().to_dict())})
-    counts = {s: int((table["judge_status"] == s).sum()) for s in ("ok", "unparsable", "failed", "budget",
-                                                                   "not_judgeable")}
-    for result in judge_check_results("pairwise_judgements", table, pairs, counts, config):
-        if result.check_name == "covers_pool":
-            result = dg.AssetCheckResult(check_name="covers_pairs", asset_key="pairwise_judgements",
-                                         passed=result.passed, metadata=result.metadata)
-        yield result
+    yield from pair_check_results("pairwise_judgements", table, pairs, config)
 
 
 class FidelityConfig(JudgeConfig):
@@ -505,13 +511,7 @@ def judge_fidelity(context: dg.AssetExecutionContext, config: FidelityConfig, ju
                                    **{f"position_consistency[{s['judge_backend']}]": s["position_consistency"]
                                       for s in summaries}})
     expected = pd.DataFrame({"id": [f"{s['judge_backend']}|{i}" for s in summaries for i in pairs["id"]]})
-    counts = {s: int((out["judge_status"] == s).sum()) for s in ("ok", "unparsable", "failed", "budget",
-                                                                 "not_judgeable")}
-    for result in judge_check_results("judge_fidelity", out, expected, counts, config):
-        if result.check_name == "covers_pool":
-            result = dg.AssetCheckResult(check_name="covers_pairs", asset_key="judge_fidelity",
-                                         passed=result.passed, metadata=result.metadata)
-        yield result
+    yield from pair_check_results("judge_fidelity", out, expected, config)
 
 
 # ------------------------------------------------------------------------------------------------ report
