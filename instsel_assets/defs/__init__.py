@@ -20,13 +20,15 @@ def build_definitions() -> dg.Definitions:
     from instsel_assets.defs.schedules import build_schedules
     from instsel_assets.defs.scores import SCORE_ASSETS
     from instsel_assets.defs.selection import selected_subsets
+    from instsel_assets.defs.shards import SHARD_ASSETS, SHARD_SENSORS
     from instsel_assets.defs.sql_models import sql_assets
     from instsel_assets.defs.training import finetuned_checkpoints
 
     assets = [*raw_assets(), *pool_assets(), metric_features, duplicate_indicators, *sql_assets(), *SCORE_ASSETS, *JUDGE_ASSETS,
               *EXPERIMENT_ASSETS, *MODS_ASSETS,
-              selected_subsets, finetuned_checkpoints, *EVALUATION_ASSETS]
+              selected_subsets, finetuned_checkpoints, *EVALUATION_ASSETS, *SHARD_ASSETS]
     # INSTSEL_EXECUTOR=k8s: dagster-k8s's k8s_job_executor; unset: Dagster's default executor (defs/executors.py).
     executor = executor_from_env()
     return dg.Definitions(assets=assets, jobs=JOBS, resources=default_resources(), schedules=build_schedules(),
+                          sensors=SHARD_SENSORS,
                           **({"executor": executor} if executor is not None else {}))

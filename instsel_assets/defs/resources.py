@@ -31,6 +31,34 @@ def _cached(key: tuple, load):
         return _CACHE[key]
 
 
+PACKAGED_LM = "packaged:smollm2-135m-instruct"
+# The deployment's choice of models (read when the definitions load). The model is part of the code version of the
+# assets that score with it (``model_code_version``): changing it marks their materialisations stale in the UI.
+MODEL_ENV = {"language_model": "INSTSEL_LANGUAGE_MODEL", "filter_model": "INSTSEL_FILTER_MODEL"}
+
+
+def configured_model(resource: str = "language_model") -> str:
+    """The model id the ``language_model`` / ``filter_model`` resource loads by default: ``INSTSEL_LANGUAGE_MODEL``
+    (default the packaged SmolLM2); ``INSTSEL_FILTER_MODEL`` (default: the language model)."""
+    if resource not in MODEL_ENV:
+        raise ValueError(f"configured_model: unknown resource {resource!r}; expected one of {sorted(MODEL_ENV)}")
+    language = os.environ.get("INSTSEL_LANGUAGE_MODEL", "").strip() or PACKAGED_LM
+    if resource == "filter_model":
+        return os.environ.get("INSTSEL_FILTER_MODEL", "").strip() or language
+    return language
+
+
+def model_code_version(code_version: str, resource: str = "language_model") -> str:
+    """``code_version`` extended by the configured model of ``resource`` (the packaged default adds nothing, so
+    existing materialisations of the default deployment keep their code version)."""
+    import hashlib
+
+    model = configured_model(resource)
+    if model == PACKAGED_LM:
+        return code_version
+    return f"{code_version}-{hashlib.sha256(model.encode('utf-8')).hexdigest()[:8]}"
+
+
 class LanguageModelResource(dg.ConfigurableResource):
     """The causal language model used for LM scores (IFD), fine-tuning and held-out loss."""
 
@@ -408,10 +436,11 @@ def default_resources() -> dict[str, Any]:
         "io_manager": InstselDuckDBIOManager(database=duckdb_path()),
         # Artefact manifests (checkpoint and report descriptions) are pickled beside it.
         "artifact_io_manager": dg.FilesystemIOManager(base_dir=artifacts_dir()),
-        "language_model": LanguageModelResource(),
+        # INSTSEL_LANGUAGE_MODEL / INSTSEL_FILTER_MODEL choose other models (configured_model).
+        "language_model": LanguageModelResource(model=configured_model("language_model")),
         # Superfiltering's small scorer model (GPT-2 124M in the paper); by default the same packaged SmolLM2,
         # so its loss passes are shared through the cache with perplexity_scores.
-        "filter_model": LanguageModelResource(),
+        "filter_model": LanguageModelResource(model=configured_model("filter_model")),
         "embedding_model": EmbeddingModelResource(),
         # The judge of the powerful-LLM methods (defs/judge.py): the packaged SmolLM2 in-process by default.
         "judge": judge_resource(),

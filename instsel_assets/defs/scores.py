@@ -18,14 +18,15 @@ from pydantic import Field
 from instsel_assets import settings
 from instsel_assets.defs._common import ProgressLogger, code_version_of, suite_check
 from instsel_assets.defs.k8s import gpu_op_tags
-from instsel_assets.defs.resources import LanguageModelResource, RewardModelResource
+from instsel_assets.defs.resources import LanguageModelResource, RewardModelResource, model_code_version
 
 ENGINE_MODULES = ("instsel_assets.scoring.loss_engine", "instsel_assets.scoring.loss_cache",
                   "instsel_assets.models.chat")
 
 
-def _code_version(*modules: str) -> str:
-    return code_version_of(*modules, *ENGINE_MODULES)
+def _code_version(*modules: str, model_resource: str = "language_model") -> str:
+    # The configured model is part of the code version: changing INSTSEL_LANGUAGE_MODEL marks the scores stale.
+    return model_code_version(code_version_of(*modules, *ENGINE_MODULES), model_resource)
 
 
 def _score_checks(asset: str, main_column: str) -> list[dg.AssetCheckSpec]:
@@ -39,10 +40,12 @@ def _score_checks(asset: str, main_column: str) -> list[dg.AssetCheckSpec]:
     ]
 
 
-def score_table_asset(name: str, main_column: str, modules: tuple[str, ...], description: str):
-    """The decorator of a score-table asset: stage group, code version of the scorer's modules, GPU op tags
-    for the Kubernetes executor, and the three checks of ``score_checks`` on ``main_column``."""
-    return dg.asset(name=name, group_name="scores", code_version=_code_version(*modules),
+def score_table_asset(name: str, main_column: str, modules: tuple[str, ...], description: str,
+                      model_resource: str = "language_model"):
+    """The decorator of a score-table asset: stage group, code version of the scorer's modules and of the model of
+    ``model_resource``, GPU op tags for the Kubernetes executor, and the three checks of ``score_checks`` on
+    ``main_column``."""
+    return dg.asset(name=name, group_name="scores", code_version=_code_version(*modules, model_resource=model_resource),
                     kinds={"duckdb", "pandas", "torch"}, op_tags=gpu_op_tags(), description=description,
                     check_specs=_score_checks(name, main_column))
 
@@ -258,6 +261,7 @@ def ifd_scores(context: dg.AssetExecutionContext, instruction_pool: pd.DataFrame
     description="Superfiltering: IFD as a perplexity ratio under a small scorer model (the `filter_model` "
                 "resource; GPT-2 124M in the paper, the packaged SmolLM2-135M here), with no pre-experience "
                 "step: weak-to-strong filtering.",
+    model_resource="filter_model",
 )
 def superfiltering_scores(context: dg.AssetExecutionContext, instruction_pool: pd.DataFrame,
                           filter_model: LanguageModelResource):

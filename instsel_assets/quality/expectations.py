@@ -291,3 +291,25 @@ SUITES.update({
         ("ExpectColumnValuesToBeUnique", {"column": "id"}),
     ],
 })
+
+# Incremental pool shards (defs/shards.py): the pool's and the scores' expectations, per shard.
+SUITES.update({
+    "pool_shard": [*SUITES["instruction_pool"], ("ExpectColumnValuesToNotBeNull", {"column": "shard"})],
+    "shard_metric_features": [
+        ("ExpectColumnValuesToBeUnique", {"column": "id"}),
+        ("ExpectColumnValuesToBeBetween", {"column": "ttr", "min_value": 0.0, "max_value": 1.0}),
+        ("ExpectColumnValuesToBeBetween", {"column": "mtld", "min_value": 0.0}),
+        ("ExpectColumnValuesToBeBetween", {"column": "output_tokens", "min_value": 1}),
+        ("ExpectColumnValuesToNotBeNull", {"column": "language"}),
+        ("ExpectColumnValuesToNotBeNull", {"column": "shard"}),
+    ],
+    "shard_superfiltering_scores": [*SUITES["superfiltering_scores"],
+                                    ("ExpectColumnValuesToNotBeNull", {"column": "shard"})],
+    "sharded_superfiltering_subset": [
+        ("ExpectColumnValuesToNotBeNull", {"column": "id"}),
+        ("ExpectColumnValuesToBeUnique", {"column": "id"}),
+        ("ExpectColumnValuesToNotBeNull", {"column": "shard"}),
+        ("ExpectColumnValuesToBeBetween", {"column": "superfiltering_ifd", "min_value": 0.0, "strict_min": True,
+                                           "max_value": 1.0, "strict_max": True}),
+    ],
+})

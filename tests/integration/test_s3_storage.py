@@ -506,3 +506,34 @@ def test_materialize_real_assets_through_s3(s3, tmp_path, caplog, capfd):
     # (at DEBUG botocore itself prints the signed headers, the access key id and a session token among them; never
     # the secret key)
     assert SECRET_KEY not in logged
+
+
+def test_landing_shards_from_an_s3_prefix(s3, monkeypatch):
+    """Pool shards landing under an S3 prefix: the sensor lists them (ETags), adds the partitions, and the shard
+    tables are written to and read back from the bucket; a changed object is ingested again, a bad name never."""
+    import json
+
+    import dagster as dg
+
+    from instsel_assets.defs.storage import read_table
+    from test_pool_shards import Harness, alpaca_rows
+
+    monkeypatch.setenv("INSTSEL_LANDING_S3_PREFIX", "landing")
+    rows = alpaca_rows()
+    s3.put_object(Bucket=BUCKET, Key="landing/a.jsonl", Body="\n".join(json.dumps(r) for r in rows[:3]) + "\n{bad\n")
+    s3.put_object(Bucket=BUCKET, Key="landing/b.json", Body=json.dumps(rows[3:5]))
+    s3.put_object(Bucket=BUCKET, Key="landing/bad name.json", Body="[]")
+    s3.put_object(Bucket=BUCKET, Key="landing/nested/c.json", Body="[]")  # not directly under the prefix
+    with dg.instance_for_test() as instance:
+        h = Harness(instance)
+        tick = h.sensor_tick()
+        assert [r.partition_key for r in tick.run_requests] == ["a.jsonl", "b.json"]
+        a = read_table("pool_shard", "a.jsonl")
+        assert len(a) == 3 and set(a["shard"]) == {"a.jsonl"}
+        assert len(read_table("pool_shard_quarantine", "a.jsonl")) == 1
+        assert h.latest("pool_shard", "a.jsonl")["location"] == f"s3://{BUCKET}/landing/a.jsonl"
+        assert isinstance(h.sensor_tick(), dg.SkipReason)
+        s3.put_object(Bucket=BUCKET, Key="landing/b.json", Body=json.dumps(rows[3:6]))
+        assert [r.partition_key for r in h.sensor_tick().run_requests] == ["b.json"]
+        assert len(read_table("pool_shard", "b.json")) == 3
+        assert sorted(instance.get_dynamic_partitions("pool_shards")) == ["a.jsonl", "b.json"]

@@ -1,4 +1,4 @@
-"""Loading ``defs`` gives exactly the asset keys, checks, jobs and schedules of the snapshot.
+"""Loading ``defs`` gives exactly the asset keys, checks, jobs, schedules and sensors of the snapshot.
 
 A change to the graph is a deliberate act: regenerate the snapshot with
 ``INSTSEL_UPDATE_SNAPSHOTS=1 pytest tests/unit/test_definitions.py`` and review the diff.
@@ -13,6 +13,14 @@ import dagster as dg
 SNAPSHOT = Path(__file__).resolve().parent.parent / "snapshots" / "definitions.json"
 
 
+def _partitions(partitions_def) -> list[str] | str | None:
+    if partitions_def is None:
+        return None
+    if isinstance(partitions_def, dg.DynamicPartitionsDefinition):  # its keys live in the instance
+        return f"dynamic:{partitions_def.name}"
+    return sorted(partitions_def.get_partition_keys())
+
+
 def describe_definitions() -> dict:
     from definitions import defs
 
@@ -23,14 +31,15 @@ def describe_definitions() -> dict:
         assets[key.to_user_string()] = {
             "group": node.group_name,
             "deps": sorted(k.to_user_string() for k in node.parent_keys),
-            "partitions": sorted(node.partitions_def.get_partition_keys()) if node.partitions_def else None,
+            "partitions": _partitions(node.partitions_def),
             "has_code_version": node.code_version is not None,
             "gpu_tagged": "dagster-k8s/config" in (graph.assets_def_for_key(key).op.tags or {}),
         }
     checks = sorted(f"{k.asset_key.to_user_string()}:{k.name}" for k in graph.asset_check_keys)
     jobs = sorted(job.name for job in defs.resolve_all_job_defs() if not job.name.startswith("__"))
     schedules = sorted(s.name for s in defs.schedules or [])
-    return {"assets": assets, "checks": checks, "jobs": jobs, "schedules": schedules}
+    sensors = sorted(s.name for s in defs.sensors or [])
+    return {"assets": assets, "checks": checks, "jobs": jobs, "schedules": schedules, "sensors": sensors}
 
 
 def test_definitions_match_snapshot():
@@ -52,7 +61,8 @@ GPU_ASSETS = {"subset_experiments", "mods_seed_model", "mods_necessary_instructi
               "prompt_uncertainty_scores", "nuggets_scores", "self_curation_scores", "diverseevol_ranks",
               "tegit_discriminator", "tegit_scores", "finetuned_checkpoints", "evaluation_reports",
               "alpagasus_scores", "deita_scores", "instag_tags", "lift_scores", "tree_instruct_scores",
-              "wavecoder_scores", "reward_scores", "generated_answers", "pairwise_judgements", "judge_fidelity"}
+              "wavecoder_scores", "reward_scores", "generated_answers", "pairwise_judgements", "judge_fidelity",
+              "shard_superfiltering_scores"}
 
 
 def test_gpu_steps_request_a_gpu_and_cpu_steps_do_not():
