@@ -134,7 +134,8 @@ def materialised_checkpoints(instance: dg.DagsterInstance) -> dict[str, dict]:
 
     found = {}
     for method in selection_keys():
-        meta = metadata_dict(latest_record(instance, "finetuned_checkpoints", method))
+        record = latest_record(instance, "finetuned_checkpoints", method)
+        meta = metadata_dict(record)
         path = meta.get("checkpoint_dir")
         if not path:
             continue
@@ -143,8 +144,15 @@ def materialised_checkpoints(instance: dg.DagsterInstance) -> dict[str, dict]:
         manifest = read_manifest(path)
         found[method] = {"path": str(path), "subset_rows": manifest.get("subset_rows", 0),
                          "subset_hash": manifest.get("subset_hash") or meta.get("subset_hash") or "",
-                         "base_model": manifest.get("base_model", "")}
+                         "base_model": manifest.get("base_model", ""),
+                         # which materialisation was read: `instsel lineage` finds the reports of an older checkpoint
+                         "run_id": record.run_id, "storage_id": record.storage_id}
     return found
+
+
+def checkpoints_read(checkpoints: dict[str, dict]) -> dg.MetadataValue:
+    return dg.MetadataValue.json({m: {"run_id": c["run_id"], "storage_id": c["storage_id"]}
+                                  for m, c in sorted(checkpoints.items())})
 
 
 def _load_checkpoint(language_model: LanguageModelResource, manifest: dict, dtype: str):
@@ -244,6 +252,7 @@ def evaluation_reports(context: dg.AssetExecutionContext, config: EvaluationConf
         "report_path": dg.MetadataValue.path(str(md_path)),
         "plot_path": dg.MetadataValue.path(str(png_path)),
         "test_sets": dg.MetadataValue.json({n: len(t) for n, t in tests.items()}),
+        "checkpoints_read": checkpoints_read(checkpoints),
         "methods_beating_random": dg.MetadataValue.json(
             sorted(set(table.loc[table["beats_random"] & (table["method"] != BASE), "method"]))),
     })
@@ -341,7 +350,8 @@ def generated_answers(context: dg.AssetExecutionContext, config: GenerationConfi
                "status", "error"]]
     ok = out[out["status"] == "ok"]
     yield dg.Output(out, metadata={
-        "dagster/row_count": len(out), "generation_settings": dg.MetadataValue.json(
+        "dagster/row_count": len(out), "checkpoints_read": checkpoints_read(checkpoints),
+        "generation_settings": dg.MetadataValue.json(
             {**gen.as_dict(), "limit_per_test_set": config.limit, "test_sets": test_names,
              "max_prompt_tokens": config.max_prompt_tokens}),
         "runs": dg.MetadataValue.json(runs), "n_ok": len(ok), "n_failed": len(out) - len(ok),

@@ -99,3 +99,42 @@ def _jsonable(value: Any) -> Any:
     if type(value) is dict:
         return {str(k): _jsonable(v) for k, v in value.items()}
     return str(value)
+
+
+def materialisation_records(instance: dg.DagsterInstance, key: dg.AssetKey | str, partition: str | None = None,
+                            limit: int = 1000) -> list[dg.EventLogRecord]:
+    """Materialisations of ``key[partition]``, newest first."""
+    key = dg.AssetKey.from_user_string(key) if isinstance(key, str) else key
+    return list(instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None),
+        limit=limit).records)
+
+
+def reports_of_checkpoint(instance: dg.DagsterInstance, asset: str, method: str,
+                          checkpoint: dg.EventLogRecord) -> dg.EventLogRecord | None:
+    """The newest materialisation of the report ``asset`` (evaluation_reports, generated_answers) that read the
+    checkpoint materialisation ``checkpoint`` of ``method``: named in its ``checkpoints_read`` metadata, or, for a
+    report without it, the one whose newest ``finetuned_checkpoints[method]`` before it was ``checkpoint``."""
+    for record in materialisation_records(instance, asset):
+        read = metadata_dict(record).get("checkpoints_read")
+        if isinstance(read, dict):
+            if (read.get(method) or {}).get("storage_id") == checkpoint.storage_id:
+                return record
+            continue
+        if record.storage_id < checkpoint.storage_id:
+            return None  # older than the checkpoint: it cannot have read it (records are newest first)
+        before = latest_record_before(instance, dg.AssetKey("finetuned_checkpoints"), method, record.storage_id)
+        if before is not None and before.storage_id == checkpoint.storage_id:
+            return record
+    return None
+
+
+def downstream_reading(instance: dg.DagsterInstance, asset: str, upstream: str,
+                       upstream_record: dg.EventLogRecord) -> dg.EventLogRecord | None:
+    """The newest materialisation of ``asset`` whose input pointer for the unpartitioned ``upstream`` names
+    ``upstream_record``."""
+    tag = INPUT_EVENT_POINTER + upstream
+    for record in materialisation_records(instance, asset):
+        if (record.asset_materialization.tags or {}).get(tag) == str(upstream_record.storage_id):
+            return record
+    return None

@@ -120,6 +120,37 @@ def test_whole_chain_and_lineage(tmp_path, monkeypatch, capsys):
     assert not upstream_assets & {"superfiltering_scores", "nuggets_scores", "tegit_scores"}
     assert lineage["evaluation_report"]["metadata"]["report_path"].endswith("evaluation_report.md")
     assert lineage["method_comparison"]["metadata"]["report_path"].endswith("method_comparison.md")
+    assert lineage["evaluation_report"]["metadata"]["checkpoints_read"]["ifd"]["run_id"] == lineage["checkpoint"]["run_id"]
+
+    # Retrain the ifd checkpoint alone (1 step): the newest checkpoint has no report yet, and the lineage of the
+    # older one (--materialization 1, or its run id) still names its subset, scores and the reports that read it.
+    import dagster as dg
+
+    from instsel_assets.defs import build_definitions
+
+    retrain = build_definitions().resolve_job_def("select_and_train_job").execute_in_process(
+        run_config={"ops": {"finetuned_checkpoints": {"config": {"max_steps": 1}}}},
+        instance=dg.DagsterInstance.get(), partition_key="ifd", asset_selection=[dg.AssetKey("finetuned_checkpoints")])
+    assert retrain.success
+    capsys.readouterr()
+    assert main(["lineage", "ifd", "--json"]) == 0
+    newest = json.loads(capsys.readouterr().out)
+    assert newest["checkpoint"]["run_id"] == retrain.run_id and newest["materialization"] == 0
+    assert newest["evaluation_report"] is None and newest["method_comparison"] is None
+    assert [m["run_id"] for m in newest["materializations"]] == [retrain.run_id, lineage["checkpoint"]["run_id"]]
+    assert main(["lineage", "ifd", "--materialization", "1", "--json"]) == 0
+    older = json.loads(capsys.readouterr().out)
+    assert older["checkpoint"]["run_id"] == lineage["checkpoint"]["run_id"]
+    assert older["evaluation_report"]["run_id"] == lineage["evaluation_report"]["run_id"]
+    assert older["method_comparison"]["run_id"] == lineage["method_comparison"]["run_id"]
+    assert older["subset_hash"] == lineage["subset_hash"] and older["scorer_settings"] == lineage["scorer_settings"]
+    assert main(["lineage", "ifd", "--run", lineage["checkpoint"]["run_id"][:8], "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["checkpoint"]["storage_id"] == older["checkpoint"]["storage_id"]
+    assert main(["lineage", "ifd"]) == 0
+    text = capsys.readouterr().out
+    assert "held-out loss: none evaluated this checkpoint yet" in text
+    assert main(["lineage", "ifd", "--materialization", "5"]) == 1
+    assert "has 2 materialisation(s)" in capsys.readouterr().err
 
 
     # Perplexity and Superfiltering use the same model and share the conditioned passes s(A|Q): whichever
