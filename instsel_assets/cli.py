@@ -1,9 +1,9 @@
 """The ``instsel`` command.
 
 - ``instsel methods [--json]``: every registered scorer and selector, with its docs/METHODS.md family.
-- ``instsel lineage METHOD [--json]``: which runs, data versions and upstream materialisations
-  produced the checkpoint and the evaluation report of a selection method (read from the Dagster
-  instance at ``DAGSTER_HOME``).
+- ``instsel lineage METHOD [--materialization N | --run RUN_ID] [--list] [--json]``: which runs, data versions,
+  scores, scorer settings and subset produced a checkpoint of a selection method (the newest, or an older one),
+  and which evaluation reports read that checkpoint (read from the Dagster instance at ``DAGSTER_HOME``).
 - ``instsel demo``: materialise the whole default chain in-process on the bundled sample.
 - ``instsel bench ifd [--rows N] [--model M] [--json]``: IFD throughput of the loss engine against a
   reference-style loop on this machine, to estimate what scoring a pool will cost before launching it.
@@ -11,6 +11,10 @@
   seconds and peak memory of greedy k-center (O(n) running minimum, float32 / float16, with and
   without triangle pruning) against the ``n x n`` reference-style version where it fits, on seeded
   synthetic embeddings, and whether they pick the same centers or cover as well.
+- ``instsel validate PATH [--format auto|alpaca|dolly|sharegpt|messages] [--json]``: read a data file, a folder
+  or a sources file exactly as the pool assets would and report read / kept / duplicates / quarantined with the
+  reason of every quarantined row; exits 1 with a one-line error when the input is unusable
+  (``ingest/validate.py``).
 """
 
 from __future__ import annotations
@@ -54,18 +58,32 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
-def lineage_report(instance, method: str) -> dict[str, Any]:
+def lineage_report(instance, method: str, *, materialization: int = 0, run_id: str | None = None) -> dict[str, Any]:
+    """What produced a checkpoint of ``method``: the newest one (``materialization=0``), the one before it (1), ...,
+    or the one materialised in run ``run_id``; and the evaluation reports that read that checkpoint."""
     import dagster as dg
 
-    from instsel_assets.defs.lineage import describe, latest_record, record_by_storage_id
+    from instsel_assets.defs.lineage import (
+        describe, downstream_reading, materialisation_records, record_by_storage_id, reports_of_checkpoint)
     from instsel_assets.selection.plan import selection_keys
 
     if method not in selection_keys():
         raise LookupError(f"no selection partition {method!r}; declared: {', '.join(selection_keys())}")
-    checkpoint = latest_record(instance, "finetuned_checkpoints", method)
-    if checkpoint is None:
+    records = materialisation_records(instance, "finetuned_checkpoints", method)
+    if not records:
         raise LookupError(f"no materialisation of finetuned_checkpoints[{method}] in the instance at "
                           f"{os.environ.get('DAGSTER_HOME')}; run `instsel demo` first")
+    if run_id is not None:
+        matching = [i for i, r in enumerate(records) if r.run_id == run_id or r.run_id.startswith(run_id)]
+        if len(matching) != 1:
+            raise LookupError(f"{'no' if not matching else 'more than one'} materialisation of "
+                              f"finetuned_checkpoints[{method}] in a run {run_id!r}; `instsel lineage {method} --list` "
+                              f"lists them")
+        materialization = matching[0]
+    if not 0 <= materialization < len(records):
+        raise LookupError(f"finetuned_checkpoints[{method}] has {len(records)} materialisation(s); "
+                          f"--materialization must be 0 (newest) to {len(records) - 1}")
+    checkpoint = records[materialization]
     # Walk the input pointers upstream from the checkpoint: every materialisation that fed it.
     chain: list[dict[str, Any]] = []
     seen: set[int] = set()
@@ -89,13 +107,19 @@ def lineage_report(instance, method: str) -> dict[str, Any]:
                 up_record = record_by_storage_id(instance, dg.AssetKey.from_user_string(up["asset"]), up["storage_id"])
                 if up_record is not None:
                     frontier.append(up_record)
-    report = latest_record(instance, "evaluation_reports")
+    # The reports that evaluated this very checkpoint (not merely the newest reports).
+    report = reports_of_checkpoint(instance, "evaluation_reports", method, checkpoint)
     report_node = describe(instance, report) if report is not None else None
-    comparison = latest_record(instance, "method_comparison")
+    comparison = downstream_reading(instance, "method_comparison", "evaluation_reports", report) if report else None
     comparison_node = describe(instance, comparison) if comparison is not None else None
     checkpoint_node = chain[0]
     return {
         "method": method,
+        "materialization": materialization,
+        "materializations": [{"index": i, "run_id": r.run_id, "storage_id": r.storage_id, "timestamp": r.timestamp,
+                              "subset_hash": (r.asset_materialization.metadata.get("subset_hash") or
+                                              dg.MetadataValue.text("")).value}
+                             for i, r in enumerate(records)],
         "checkpoint": checkpoint_node,
         "subset_hash": checkpoint_node["metadata"].get("subset_hash"),
         "scorer_settings": checkpoint_node["metadata"].get("scorer_settings"),
@@ -113,15 +137,26 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     _ensure_dagster_home()
     instance = dg.DagsterInstance.get()
     try:
-        report = lineage_report(instance, args.method)
+        report = lineage_report(instance, args.method, materialization=args.materialization, run_id=args.run)
     except LookupError as err:
         print(f"instsel lineage: {err}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False, default=str))
         return 0
+    if args.list:
+        from datetime import datetime, timezone
+
+        print(f"finetuned_checkpoints[{args.method}]: {len(report['materializations'])} materialisation(s), newest "
+              f"first")
+        for m in report["materializations"]:
+            when = datetime.fromtimestamp(m["timestamp"], tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+            print(f"  {m['index']}: run {m['run_id']} at {when}, subset hash {m['subset_hash']}")
+        return 0
     ck = report["checkpoint"]
-    print(f"checkpoint {args.method}: run {ck['run_id']} data version {ck['data_version']}")
+    which = "newest" if report["materialization"] == 0 else f"materialisation {report['materialization']} " \
+                                                             f"(0 = newest)"
+    print(f"checkpoint {args.method} ({which}): run {ck['run_id']} data version {ck['data_version']}")
     print(f"  subset hash {report['subset_hash']}, base model {report['base_model']}")
     for node in report["upstream_chain"]:
         part = f"[{node['partition']}]" if node["partition"] else ""
@@ -129,6 +164,8 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     for key, label in (("evaluation_report", "held-out loss"), ("method_comparison", "method comparison")):
         if report[key]:
             print(f"{label}: run {report[key]['run_id']} {report[key]['metadata'].get('report_path')}")
+        else:
+            print(f"{label}: none evaluated this checkpoint yet")
     return 0
 
 
@@ -257,6 +294,12 @@ def cmd_bench_kcenter(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    from instsel_assets.ingest.validate import run
+
+    return run(args.path, args.format, args.json)
+
+
 def _workers(value: str) -> str | int:
     return value if value == "auto" else int(value)
 
@@ -269,6 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_methods)
     p = sub.add_parser("lineage", help="what produced a selection method's checkpoint and report")
     p.add_argument("method", help="a selection method (partition of selected_subsets), e.g. ifd")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--materialization", type=int, default=0, metavar="N",
+                       help="which checkpoint of the method: 0 = newest (default), 1 = the one before, ...")
+    which.add_argument("--run", default=None, metavar="RUN_ID",
+                       help="the checkpoint materialised in this run (a unique prefix of the id is enough)")
+    p.add_argument("--list", action="store_true", help="list the method's checkpoint materialisations and exit")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(fn=cmd_lineage)
     p = sub.add_parser("demo", help="materialise the whole default chain on the bundled sample")
@@ -317,6 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: all; the first that runs is the baseline)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(fn=cmd_bench_kcenter)
+    p = sub.add_parser("validate", help="read a data file, folder or sources file as the pool would and report it")
+    p.add_argument("path", help="a .json/.jsonl file, a folder of them, or a sources .yaml file")
+    p.add_argument("--format", default="auto", choices=("auto", "alpaca", "dolly", "sharegpt", "messages"),
+                   help="the declared record format of a file or folder (default auto: detected per record)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(fn=cmd_validate)
     from instsel_assets.evaluation.judgement_files import add_winning_score_parser
     add_winning_score_parser(sub)
     return parser

@@ -3,7 +3,9 @@
 Rules (``normalize_record``); any failure returns ``None`` and a reason naming the field:
 
 - Text fields must be strings (``None`` counts as missing); contents are stripped of leading and
-  trailing whitespace, and whitespace-only counts as empty. Numbers are not coerced.
+  trailing whitespace, and whitespace-only counts as empty. Numbers are not coerced. Text holding
+  an unpaired surrogate (invalid Unicode, e.g. half an emoji) is refused. Values quoted in a
+  reason (unknown keys, roles, content-part types) are cut to 40 characters.
 - ``alpaca``: ``instruction`` and ``output`` are required and non-empty; ``input`` and
   ``system`` are optional (missing/null/empty = none). The user turn is ``instruction``, followed
   by ``"\\n\\n" + input`` when input is non-empty (how Alpaca and Cherry LLM build the prompt).
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +56,7 @@ ROLE_MAP = {
 }
 
 _INT_COLUMNS = {"n_turns", "source_row"}
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class _Invalid(Exception):
@@ -61,6 +65,21 @@ class _Invalid(Exception):
 
 def _kind(value: Any) -> str:
     return "null" if value is None else type(value).__name__
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters (a reason must stay one readable line)."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return text[: limit - 4] + "..." + text[0] if text[0] in "'\"" else text[: limit - 3] + "..."
+
+
+def _checked(value: str, label: str) -> str:
+    m = _SURROGATE.search(value)
+    if m is not None:  # cannot be encoded as UTF-8 (content_id, DuckDB)
+        raise _Invalid(f"{label} holds an unpaired surrogate \\u{ord(m.group()):04x} (invalid Unicode)")
+    return value
 
 
 def _text(record: Mapping[str, Any], key: str, required: bool, label: str | None = None) -> str:
@@ -72,7 +91,7 @@ def _text(record: Mapping[str, Any], key: str, required: bool, label: str | None
     value = record[key]
     if not isinstance(value, str):
         raise _Invalid(f"{label} is not a string (got {_kind(value)})")
-    value = value.strip()
+    value = _checked(value.strip(), label)
     if required and not value:
         raise _Invalid(f"{label} is empty")
     return value
@@ -134,8 +153,8 @@ def _content(value: Any, label: str) -> str:
         texts = []
         for part in value:
             if not isinstance(part, Mapping) or part.get("type") != "text":
-                t = part.get("type") if isinstance(part, Mapping) else _kind(part)
-                raise _Invalid(f"{label}: non-text content part '{t}'")
+                t = _short(part.get("type")) if isinstance(part, Mapping) else _kind(part)
+                raise _Invalid(f"{label}: non-text content part {t}")
             if not isinstance(part.get("text"), str):
                 raise _Invalid(f"{label}: content part text is not a string (got {_kind(part.get('text'))})")
             texts.append(part["text"])
@@ -144,7 +163,7 @@ def _content(value: Any, label: str) -> str:
         raise _Invalid(f"{label}: content is missing")
     if not isinstance(value, str):
         raise _Invalid(f"{label}: content is not a string (got {_kind(value)})")
-    value = value.strip()
+    value = _checked(value.strip(), f"{label}: content")
     if not value:
         raise _Invalid(f"{label}: content is empty")
     return value
@@ -173,7 +192,7 @@ def _chat(record: Mapping[str, Any], key: str) -> dict[str, Any]:
         raw_role = turn[role_key]
         role = ROLE_MAP.get(raw_role.strip().lower()) if isinstance(raw_role, str) else None
         if role is None:
-            raise _Invalid(f"{label}: unknown role {raw_role!r}")
+            raise _Invalid(f"{label}: unknown role {_short(raw_role)} (expected human/user, gpt/assistant or system)")
         if content_key not in turn:
             raise _Invalid(f"{label}: no 'value' or 'content'")
         content = _content(turn[content_key], label)
@@ -210,7 +229,8 @@ def normalize_record(record: Any, fmt: str | None) -> tuple[dict[str, Any] | Non
     if not fmt or fmt == "auto":
         fmt = detect_format(record)
         if fmt is None:
-            return None, f"unknown format: keys {list(record)[:12]}"
+            keys = ", ".join(_short(k, 30) for k in list(record)[:12]) + (", ..." if len(record) > 12 else "")
+            return None, f"unknown format: no field 'instruction', 'conversations' or 'messages' (keys [{keys}])"
     if fmt not in FORMATS:
         return None, f"unknown format {fmt!r}"
     try:

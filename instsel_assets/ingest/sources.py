@@ -11,7 +11,7 @@ exactly these fields (all strings):
 - ``origin``: where the data comes from (repository, path, commit);
 - ``description``: free text.
 
-Any problem raises ``SourceError`` naming the file, the entry index and the field.
+Any problem raises ``SourceError`` naming the file, the line, the entry index and the field.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from instsel_assets.ingest.formats import (
     resolve_under_root,
 )
 
-__all__ = ["SourceSpec", "SourceError", "load_sources", "SOURCES_FILE", "FIELDS"]
+__all__ = ["SourceSpec", "SourceError", "load_sources", "load_sources_file", "SOURCES_FILE", "FIELDS"]
 
 SOURCES_FILE = "sources.yaml"
 FIELDS = ("name", "path", "format", "license", "origin", "description")
@@ -63,46 +63,77 @@ def _entries(doc: Any, file: Path) -> list[Any]:
     return doc
 
 
-def _spec(entry: Any, i: int, file: Path, root: Path) -> SourceSpec:
-    where = f"{file}: sources[{i}]"
+def _entry_lines(text: str) -> list[tuple[int, dict[str, int]]]:
+    """(line of the entry, {field: line of its value}) per entry, 1-based, for error messages."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:  # pragma: no cover - safe_load succeeded on the same text
+        return []
+    if isinstance(node, yaml.MappingNode):
+        node = next((v for k, v in node.value if getattr(k, "value", None) == "sources"), None)
+    if not isinstance(node, yaml.SequenceNode):
+        return []
+    out = []
+    for item in node.value:
+        fields = {}
+        if isinstance(item, yaml.MappingNode):
+            fields = {str(k.value): v.start_mark.line + 1 for k, v in item.value if isinstance(k, yaml.ScalarNode)}
+        out.append((item.start_mark.line + 1, fields))
+    return out
+
+
+def _spec(entry: Any, i: int, file: Path, root: Path, lines: tuple[int, dict[str, int]] | None = None) -> SourceSpec:
+    entry_line, field_lines = lines or (0, {})
+    label = ""
+
+    def where(field: str | None = None) -> str:
+        line = field_lines.get(field, entry_line) if field else entry_line
+        return f"{file}{f' line {line}' if line else ''}: sources[{i}]{label}"
+
     if not isinstance(entry, dict):
-        raise SourceError(f"{where}: expected a mapping with fields {', '.join(FIELDS)} (got {type(entry).__name__})")
+        raise SourceError(f"{where()}: expected a mapping with fields {', '.join(FIELDS)} (got {type(entry).__name__})")
     if "name" in entry and isinstance(entry["name"], str):
-        where = f"{where} ('{entry['name']}')"
+        label = f" ('{entry['name']}')"
     missing = [f for f in FIELDS if f not in entry]
     if missing:
-        raise SourceError(f"{where}: missing field(s) {', '.join(repr(f) for f in missing)}")
+        raise SourceError(f"{where()}: missing field(s) {', '.join(repr(f) for f in missing)}")
     unknown = [str(k) for k in entry if k not in FIELDS]
     if unknown:
-        raise SourceError(f"{where}: unknown field(s) {', '.join(repr(f) for f in unknown)} (expected {', '.join(FIELDS)})")
+        raise SourceError(f"{where(unknown[0])}: unknown field(s) {', '.join(repr(f) for f in unknown)} (expected {', '.join(FIELDS)})")
     for f in FIELDS:
         v = entry[f]
         if v is None:
             v = ""
         if not isinstance(v, str):
-            raise SourceError(f"{where}: field '{f}' must be a string (got {type(v).__name__})")
+            raise SourceError(f"{where(f)}: field '{f}' must be a string (got {type(v).__name__})")
         if f in NON_EMPTY and not v.strip():
-            raise SourceError(f"{where}: field '{f}' is empty")
+            raise SourceError(f"{where(f)}: field '{f}' is empty")
     values = {f: ("" if entry[f] is None else entry[f].strip()) for f in FIELDS}
     name = values["name"]
     if not NAME_RE.fullmatch(name):
-        raise SourceError(f"{where}: field 'name': {name!r} is not a lowercase identifier [a-z][a-z0-9_]*")
+        raise SourceError(f"{where('name')}: field 'name': {name!r} is not a lowercase identifier [a-z][a-z0-9_]*")
     if values["format"] not in DECLARABLE_FORMATS:
         raise SourceError(
-            f"{where}: field 'format': unknown format {values['format']!r} (expected one of {', '.join(DECLARABLE_FORMATS)})"
+            f"{where('format')}: field 'format': unknown format {values['format']!r} (expected one of {', '.join(DECLARABLE_FORMATS)})"
         )
-    full = resolve_under_root(root, values["path"], f"{where}: field 'path'")
+    full = resolve_under_root(root, values["path"], f"{where('path')}: field 'path'")
     if not full.exists():
-        raise SourceError(f"{where}: field 'path': {values['path']!r} does not exist under {root}")
+        raise SourceError(f"{where('path')}: field 'path': {values['path']!r} does not exist under {root}")
     if full.is_file() and full.suffix.lower() not in DATA_SUFFIXES:
-        raise SourceError(f"{where}: field 'path': {values['path']!r} is not a .json/.jsonl file or a folder")
+        raise SourceError(f"{where('path')}: field 'path': {values['path']!r} is not a .json/.jsonl file or a folder")
     return SourceSpec(**values)
 
 
 def load_sources(data_root: Path | None = None) -> list[SourceSpec]:
     """The validated entries of ``<data_root>/sources.yaml`` (default ``settings.data_root()``)."""
     root = Path(data_root if data_root is not None else settings.data_root()).resolve()
-    file = root / SOURCES_FILE
+    return load_sources_file(root / SOURCES_FILE, root)
+
+
+def load_sources_file(file: Path, data_root: Path | None = None) -> list[SourceSpec]:
+    """The validated entries of a sources file; paths are relative to ``data_root`` (default: the file's folder)."""
+    file = Path(file)
+    root = Path(data_root if data_root is not None else file.parent).resolve()
     try:
         text = file.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -118,11 +149,15 @@ def load_sources(data_root: Path | None = None) -> list[SourceSpec]:
         raise SourceError(f"{file}: invalid YAML{at}: {problem}") from None
     specs: list[SourceSpec] = []
     seen: dict[str, int] = {}
-    for i, entry in enumerate(_entries(doc, file)):
-        spec = _spec(entry, i, file, root)
+    entries = _entries(doc, file)
+    lines = _entry_lines(text)
+    for i, entry in enumerate(entries):
+        spec = _spec(entry, i, file, root, lines[i] if i < len(lines) else None)
         if spec.name in seen:
+            line = lines[i][1].get("name", lines[i][0]) if i < len(lines) else 0
             raise SourceError(
-                f"{file}: sources[{i}]: field 'name': duplicate name '{spec.name}' (also sources[{seen[spec.name]}])"
+                f"{file}{f' line {line}' if line else ''}: sources[{i}]: field 'name': duplicate name "
+                f"'{spec.name}' (also sources[{seen[spec.name]}])"
             )
         seen[spec.name] = i
         specs.append(spec)

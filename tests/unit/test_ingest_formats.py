@@ -9,9 +9,11 @@ import pandas as pd
 import pytest
 
 from instsel_assets.ingest.formats import (
+    LAYOUTS_ATTR,
     RAW_COLUMNS,
     SourceError,
     detect_format,
+    read_file,
     read_source,
     read_sources,
 )
@@ -128,10 +130,18 @@ def test_other_whole_file_problems_raise(tmp_path, content, message):
         read("f.json", root=tmp_path)
 
 
-def test_invalid_utf8_raises_naming_file_and_line(tmp_path):
+def test_invalid_utf8_in_a_json_document_raises_naming_file_and_line(tmp_path):
+    (tmp_path / "bad.json").write_bytes(b'[{"instruction": "ok", "output": "ok"},\n{"instruction": "\xff\xfe"}]\n')
+    with pytest.raises(SourceError, match=r"bad\.json: not valid UTF-8 at byte \d+ \(line 2\)"):
+        read("bad.json", root=tmp_path)
+
+
+def test_invalid_utf8_in_json_lines_quarantines_the_line(tmp_path):
     (tmp_path / "bad.jsonl").write_bytes(b'{"instruction": "ok", "output": "ok"}\n{"instruction": "\xff\xfe"}\n')
-    with pytest.raises(SourceError, match=r"bad\.jsonl: not valid UTF-8 at byte \d+ \(line 2\)"):
-        read("bad.jsonl", root=tmp_path)
+    df = read("bad.jsonl", root=tmp_path)
+    assert df["source_row"].tolist() == [0, 1]
+    assert df["parse_error"].tolist() == ["", "bad.jsonl line 2: not valid UTF-8 (byte 18 of the line)"]
+    assert df["raw"][1] == '{"instruction": "\ufffd\ufffd"}'
 
 
 def test_object_holding_one_list_and_single_record_object(tmp_path):
@@ -192,11 +202,13 @@ def test_line_separator_characters_do_not_split_json_lines(tmp_path):
     assert len(df) == 1 and json.loads(df["raw"][0]) == rec
 
 
-def test_empty_jsonl_gives_an_empty_frame_with_dtypes(tmp_path):
+def test_empty_jsonl_gives_an_empty_frame_with_dtypes_and_an_empty_source_raises(tmp_path):
     (tmp_path / "e.jsonl").write_text("\n\n")
-    df = read("e.jsonl", root=tmp_path)
+    df = read_file(tmp_path / "e.jsonl", "t", "e.jsonl")
     assert len(df) == 0 and list(df.columns) == list(RAW_COLUMNS)
     assert df["source_row"].dtype == "int64" and df["raw"].dtype == object
+    with pytest.raises(SourceError, match=r"source 't': no records in e\.jsonl: only blank lines"):
+        read("e.jsonl", root=tmp_path)
 
 
 def test_read_sources_concatenates_in_order():
@@ -222,3 +234,10 @@ def test_read_sources_concatenates_in_order():
 )
 def test_detect_format(record, expected):
     assert detect_format(record) == expected
+
+
+def test_frames_record_the_layout_of_every_file():
+    df = read("folder")
+    assert df.attrs[LAYOUTS_ATTR] == {"folder/b.jsonl": "json_lines", "folder/sub/a.json": "json"}
+    both = read_sources([spec("jsonl_named.json", name="a"), spec("alpaca.json", name="b")], FIXTURES)
+    assert both.attrs[LAYOUTS_ATTR] == {"jsonl_named.json": "json_lines", "alpaca.json": "json"}

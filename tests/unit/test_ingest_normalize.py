@@ -144,7 +144,7 @@ def chat(*pairs, key="conversations", role_key="from", content_key="value"):
         ({"instruction": "a", "output": "b", "history": [["u", " "]]}, "alpaca", "field 'history' item 1: assistant text is empty"),
         ({"instruction": "a", "context": "", "response": "", "category": "x"}, "dolly", "field 'response' is empty"),
         ({"instruction": "a", "input": "", "output": "b", "category": 7}, "dolly", "field 'category' is not a string (got int)"),
-        (chat(("human", "a"), ("gpt", "b"), ("bot", "c")), "sharegpt", "conversations turn 3: unknown role 'bot'"),
+        (chat(("human", "a"), ("gpt", "b"), ("bot", "c")), "sharegpt", "conversations turn 3: unknown role 'bot' (expected human/user, gpt/assistant or system)"),
         (chat(("gpt", "a"), ("human", "b")), "sharegpt", "conversations turn 1: expected role 'user', got 'assistant'"),
         (chat(("human", "a"), ("human", "b"), ("gpt", "c")), "sharegpt", "conversations turn 2: expected role 'assistant', got 'user'"),
         (chat(("human", "a"), ("gpt", "b"), ("human", "c")), "sharegpt", "conversations: last turn is 'user', expected an assistant reply"),
@@ -155,12 +155,21 @@ def chat(*pairs, key="conversations", role_key="from", content_key="value"):
         ({"conversations": []}, "sharegpt", "field 'conversations' is empty"),
         ({"conversations": "hi"}, "sharegpt", "field 'conversations' is not a list (got str)"),
         ({"conversations": ["hi"]}, "sharegpt", "conversations turn 1: not an object (got str)"),
-        (chat(("user", "a"), ("tool", "b"), key="messages", role_key="role", content_key="content"), "messages", "messages turn 2: unknown role 'tool'"),
+        (chat(("user", "a"), ("tool", "b"), key="messages", role_key="role", content_key="content"), "messages", "messages turn 2: unknown role 'tool' (expected human/user, gpt/assistant or system)"),
         ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages", "messages turn 1: non-text content part 'image_url'"),
         ({"messages": None}, "messages", "field 'messages' is null"),
-        ({"foo": 1, "bar": 2}, "", "unknown format: keys ['foo', 'bar']"),
+        ({"foo": 1, "bar": 2}, "", "unknown format: no field 'instruction', 'conversations' or 'messages' (keys ['foo', 'bar'])"),
         ({"foo": 1}, "csv", "unknown format 'csv'"),
         ([1, 2], "", "record is not a JSON object (got list)"),
+        ({"instruction": "half an emoji \ud83d", "output": "b"}, "alpaca",
+         "field 'instruction' holds an unpaired surrogate \\ud83d (invalid Unicode)"),
+        (chat(("human", "a"), ("gpt", "\udc00")), "sharegpt",
+         "conversations turn 2: content holds an unpaired surrogate \\udc00 (invalid Unicode)"),
+        ({"x" * 100: 1}, "", "unknown format: no field 'instruction', 'conversations' or 'messages' "
+                             "(keys ['xxxxxxxxxxxxxxxxxxxxxxxxx...'])"),
+        (chat(("human", "a"), ("r" * 100, "b")), "sharegpt",
+         "conversations turn 2: unknown role 'rrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr...' "
+         "(expected human/user, gpt/assistant or system)"),
     ],
 )
 def test_unusable_records_name_the_field(record, fmt, reason):
@@ -259,7 +268,7 @@ def test_parse_errors_and_invalid_records_are_quarantined_with_reasons():
     assert q.loc[("bad", 2), "kind"] == "invalid"
     assert "bad_line.jsonl line 3: invalid JSON" in q.loc[("bad", 2), "reason"]
     assert q.loc[("bad", 2), "raw"].startswith('{"instruction": "Broken line')
-    assert q.loc[("mix", 4), "reason"] == "unknown format: keys ['foo', 'bar']"
+    assert q.loc[("mix", 4), "reason"] == "unknown format: no field 'instruction', 'conversations' or 'messages' (keys ['foo', 'bar'])"
     assert q.loc[("mix", 5), "reason"] == "record is not a JSON object (got list)"
     assert (q["duplicate_of"] == "").all()
     assert result.counts["bad"] == {"read": 4, "kept": 3, "duplicates": 0, "quarantined": 1}

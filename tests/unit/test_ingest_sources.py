@@ -11,7 +11,7 @@ import yaml
 
 from instsel_assets.ingest.formats import SourceError, read_sources
 from instsel_assets.ingest.normalize import build_pool
-from instsel_assets.ingest.sources import FIELDS, SourceSpec, load_sources
+from instsel_assets.ingest.sources import FIELDS, SourceSpec, load_sources, load_sources_file
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 
@@ -169,3 +169,21 @@ def test_fields_documented_in_the_bundled_file_header():
     header = (DATA / "sources.yaml").read_text(encoding="utf-8").split("sources:")[0]
     for f in FIELDS:
         assert re.search(rf"^#\s+{f}:", header, re.M), f
+
+
+def test_errors_name_the_line_of_the_entry_or_field(root):
+    f = write(root, "sources:\n" + "".join(
+        f"  - name: {n}\n    path: {p}\n    format: auto\n    license: CC0\n    origin: test\n    description: x\n"
+        for n, p in (("one", "pool.json"), ("two", "missing.json"))))
+    with pytest.raises(SourceError) as e:
+        load_sources(root)
+    assert str(e.value).startswith(f"{f} line 9: sources[1] ('two'): field 'path': 'missing.json' does not exist")
+    write(root, [entry(), {**entry(name="Bad")}])
+    with pytest.raises(SourceError, match=r"sources\.yaml line 10: sources\[1\] \('Bad'\): field 'name': 'Bad'"):
+        load_sources(root)
+
+
+def test_load_sources_file_reads_any_file_name(root):
+    f = root / "mine.yaml"
+    f.write_text(yaml.safe_dump([entry()]), encoding="utf-8")
+    assert [s.name for s in load_sources_file(f)] == ["mine"]
