@@ -261,6 +261,10 @@ class JudgeResource(dg.ConfigurableResource):
         default=None,
         description="Cap on the prompt + completion tokens one asset's run may send (each request's worst case is "
                     "reserved before it is sent); the rows left unsent get judge_status 'budget'. None: no cap.")
+    max_requests_budget: int | None = Field(
+        default=None,
+        description="Cap on the HTTP requests one asset's run may send, retries included (every attempt counts and "
+                    "none is given back); the rows left unsent get judge_status 'budget'. None: no cap.")
     max_cost_budget: float | None = Field(
         default=None,
         description="Cap on one asset's run cost, in the currency of `prices` (needs a price for `model`). None: no "
@@ -368,7 +372,8 @@ class JudgeResource(dg.ConfigurableResource):
         from instsel_assets.judge.engine import Budget
 
         prices = self.price_table(backend_model)
-        if self.max_tokens_budget is None and self.max_cost_budget is None and not prices:
+        if (self.max_tokens_budget is None and self.max_cost_budget is None and self.max_requests_budget is None
+                and not prices):
             return None
         if self.max_cost_budget is not None:
             if not math.isfinite(self.max_cost_budget) or self.max_cost_budget < 0:
@@ -378,7 +383,10 @@ class JudgeResource(dg.ConfigurableResource):
                                  f"(prices for: {sorted(prices) or 'none'})")
         if self.max_tokens_budget is not None and self.max_tokens_budget < 0:
             raise ValueError(f"judge: max_tokens_budget must be >= 0, got {self.max_tokens_budget}")
-        return Budget(max_tokens=self.max_tokens_budget, max_cost=self.max_cost_budget, prices=prices)
+        if self.max_requests_budget is not None and self.max_requests_budget < 0:
+            raise ValueError(f"judge: max_requests_budget must be >= 0, got {self.max_requests_budget}")
+        return Budget(max_tokens=self.max_tokens_budget, max_cost=self.max_cost_budget, prices=prices,
+                      max_requests=self.max_requests_budget)
 
     def settings_dict(self) -> dict[str, Any]:
         """The settings for metadata: no key, no organization, no credentials in the URL."""

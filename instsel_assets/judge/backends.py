@@ -57,6 +57,9 @@ PROMPT_OVERHEAD_PER_REQUEST = 64
 
 # How much of a server's error message is kept in an exception (after redaction).
 _MAX_SERVER_MESSAGE = 300
+# How much of a reply that is not an answer (an error body, a body that is not JSON) is kept, after redaction,
+# in ``BackendError.raw`` / ``JudgeReply.raw``.
+MAX_RAW_CHARS = 4000
 _REDACTED = "[redacted]"
 _KEY_LIKE = re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}")
 
@@ -70,13 +73,19 @@ class BackendError(Exception):
     although no readable answer came back: a read timeout, a connection that broke after the request was
     sent, a 200 response that cannot be read. The engine charges such an attempt's worst case to the budget,
     because the provider's bill will hold it. False for failures that cannot have been billed: the connection
-    could not be opened, or the server answered with an error status."""
+    could not be opened, or the server answered with an error status.
 
-    def __init__(self, reason: str, detail: str = "", *, possibly_billed: bool = False) -> None:
+    ``raw``: what the server sent back when it was not an answer (the error body, the unreadable body), with
+    secrets redacted and at most ``MAX_RAW_CHARS`` characters; None when nothing came back. The engine keeps it
+    in the failed request's reply (``JudgeReply.raw``), so a failure can be inspected after the run."""
+
+    def __init__(self, reason: str, detail: str = "", *, possibly_billed: bool = False,
+                 raw: str | None = None) -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
         self.possibly_billed = bool(possibly_billed)
+        self.raw = raw
 
 
 class RetryableError(BackendError):
@@ -87,9 +96,9 @@ class RetryableError(BackendError):
     """
 
     def __init__(self, status: int | None, retry_after_seconds: float | None = None, *, reason: str | None = None,
-                 detail: str = "", possibly_billed: bool = False) -> None:
+                 detail: str = "", possibly_billed: bool = False, raw: str | None = None) -> None:
         super().__init__(reason or (f"http {status}" if status is not None else "connection error"), detail,
-                         possibly_billed=possibly_billed)
+                         possibly_billed=possibly_billed, raw=raw)
         self.status = status
         self.retry_after_seconds = retry_after_seconds
 
@@ -99,8 +108,8 @@ class FatalError(BackendError):
     prompt the local model cannot hold. ``status`` is the HTTP status when there was one."""
 
     def __init__(self, reason: str, detail: str = "", *, status: int | None = None,
-                 possibly_billed: bool = False) -> None:
-        super().__init__(reason, detail, possibly_billed=possibly_billed)
+                 possibly_billed: bool = False, raw: str | None = None) -> None:
+        super().__init__(reason, detail, possibly_billed=possibly_billed, raw=raw)
         self.status = status
 
 
@@ -270,6 +279,22 @@ class OpenAIBackend:
             text = text.replace(secret, _REDACTED)
         return _KEY_LIKE.sub(_REDACTED, text)
 
+    def _raw(self, body: object) -> str | None:
+        """A reply that is not an answer, as text, secrets redacted, cut to ``MAX_RAW_CHARS`` characters."""
+        if body is None:
+            return None
+        if isinstance(body, bytes):
+            body = body.decode("utf-8", errors="replace")
+        text = self._redact(str(body))
+        return text if len(text) <= MAX_RAW_CHARS else text[:MAX_RAW_CHARS] + f"... [{len(text)} characters]"
+
+    @staticmethod
+    def _body_text(response: Any) -> str | None:
+        try:
+            return response.text
+        except Exception:  # noqa: BLE001 - a body that cannot be read is simply not kept
+            return None
+
     def _server_message(self, body: object) -> str:
         if isinstance(body, Mapping):
             message = body.get("message")
@@ -305,24 +330,29 @@ class OpenAIBackend:
         except openai.APIStatusError as exc:
             status = int(exc.status_code)
             message = self._server_message(exc.body)
+            raw = self._raw(self._body_text(exc.response))
             if status == 429 or status >= 500:
-                failure = RetryableError(status, parse_retry_after(dict(exc.response.headers)), detail=message)
+                failure = RetryableError(status, parse_retry_after(dict(exc.response.headers)), detail=message,
+                                         raw=raw)
             else:
-                failure = FatalError(f"http {status}", message, status=status)
-        except openai.APIResponseValidationError:
+                failure = FatalError(f"http {status}", message, status=status, raw=raw)
+        except openai.APIResponseValidationError as exc:
             failure = FatalError("invalid response", "the response does not match the chat-completion schema",
-                                 possibly_billed=True)
+                                 possibly_billed=True, raw=self._raw(self._body_text(exc.response)))
         except json.JSONDecodeError as exc:  # a body announced as JSON that does not parse (e.g. cut short)
             failure = FatalError("invalid response", f"the response body is not valid JSON (parse error at "
-                                                     f"character {exc.pos})", possibly_billed=True)
+                                                     f"character {exc.pos})", possibly_billed=True,
+                                 raw=self._raw(exc.doc))
         if failure is not None:
             raise failure  # outside the except blocks: the client's exception (with its headers) is not chained
         if not isinstance(response, ChatCompletion):
             kind = "text" if isinstance(response, str) else type(response).__name__
             raise FatalError("invalid response", f"the response body is not valid JSON for a chat completion "
-                                                 f"(got {kind})", possibly_billed=True)
+                                                 f"(got {kind})", possibly_billed=True,
+                             raw=self._raw(response if isinstance(response, (str, bytes)) else repr(response)))
         if not response.choices:
-            raise FatalError("invalid response", "the response has no choices", possibly_billed=True)
+            raise FatalError("invalid response", "the response has no choices", possibly_billed=True,
+                             raw=self._raw(response.to_json(indent=None)))
         choice = response.choices[0]
         message = choice.message
         text = (message.content if message is not None and message.content is not None

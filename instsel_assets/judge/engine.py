@@ -26,7 +26,11 @@ order, with the run's accounting (``JudgeRun``). The rules, and why:
   provider's bill holds it although the engine never saw its usage, and a retry reserves its worst case
   anew; when that does not fit, the request fails without a retry. So what the provider bills never exceeds
   the budget as long as the servers bill no more than the bound (true of ``OpenAIBackend``'s bound for
-  byte-level tokenizers) and no more than ``max_tokens`` of completion.
+  byte-level tokenizers) and no more than ``max_tokens`` of completion. ``Budget.max_requests`` caps the HTTP
+  requests themselves: every attempt, retries included, takes one, and none is given back, so the requests a
+  server receives from one run never exceed it.
+- A failed request keeps what the server sent back on its last attempt (``JudgeReply.raw``: the error body,
+  the body that was not JSON, the completion without choices), so no reply is ever dropped unseen.
 - ``estimate`` is the dry run: what a run would send and cost at worst, sending nothing.
 
 ``judge_pool`` applies a ``JudgeTemplate`` to a pool: build the requests of every row, run them, parse every
@@ -81,14 +85,19 @@ class Price:
 @dataclass(frozen=True)
 class Budget:
     """Caps of one run: ``max_tokens`` (prompt + completion tokens of the requests sent), ``max_cost`` (in
-    the currency of ``prices``). ``prices`` maps model names to ``Price``; the backend's model must have one
-    when ``max_cost`` is set, and with one the run reports its cost even without a cap."""
+    the currency of ``prices``), ``max_requests`` (HTTP requests, i.e. attempts: every retry counts, failed or
+    not). ``prices`` maps model names to ``Price``; the backend's model must have one when ``max_cost`` is
+    set, and with one the run reports its cost even without a cap."""
 
     max_tokens: int | None = None
     max_cost: float | None = None
     prices: Mapping[str, Price] = field(default_factory=dict)
+    max_requests: int | None = None
 
     def __post_init__(self) -> None:
+        if self.max_requests is not None and (isinstance(self.max_requests, bool)
+                                              or not isinstance(self.max_requests, int) or self.max_requests < 0):
+            raise ValueError(f"Budget.max_requests must be an integer >= 0 or None, got {self.max_requests!r}")
         if self.max_tokens is not None and (isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int)
                                             or self.max_tokens < 0):
             raise ValueError(f"Budget.max_tokens must be an integer >= 0 or None, got {self.max_tokens!r}")
@@ -107,6 +116,8 @@ class _Ledger:
         self._lock = threading.Lock()
         self.max_tokens = budget.max_tokens if budget is not None else None
         self.max_cost = budget.max_cost if budget is not None else None
+        self.max_requests = budget.max_requests if budget is not None else None
+        self.requests = 0  # attempts started (each takes one request of max_requests; never given back)
         self.price = price
         self.spent_tokens = 0
         self.spent_cost = 0.0
@@ -118,7 +129,15 @@ class _Ledger:
 
     @property
     def limited(self) -> bool:
-        return self.max_tokens is not None or self.max_cost is not None
+        return self.max_tokens is not None or self.max_cost is not None or self.max_requests is not None
+
+    def take_request(self) -> bool:
+        """One more attempt (HTTP request); False when ``max_requests`` are all taken."""
+        with self._lock:
+            if self.max_requests is not None and self.requests >= self.max_requests:
+                return False
+            self.requests += 1
+        return True
 
     def _cost(self, prompt: int, completion: int) -> float:
         return self.price.cost(prompt, completion) if self.price is not None else 0.0
@@ -131,6 +150,9 @@ class _Ledger:
                 return None
             if self.max_cost is not None and self.spent_cost + self.reserved_cost + cost > self.max_cost:
                 return None
+            if self.max_requests is not None and self.requests >= self.max_requests:
+                return None
+            self.requests += 1  # the reservation's attempt
             self.reserved_tokens += tokens
             self.reserved_cost += cost
         return prompt_bound, max_completion, cost
@@ -208,7 +230,7 @@ class JudgeRun:
     one): the caps, ``spent_tokens``, ``spent_cost`` (answers' usage plus the worst cases charged for
     possibly-billed attempts, of which ``charged_unseen_tokens`` / ``charged_unseen_cost``) and
     ``over_reservation`` (answers that used more than their reserved worst case; 0 unless a server bills
-    beyond the backend's bound).
+    beyond the backend's bound), ``max_requests`` and ``requests`` (attempts started, retries included).
     """
 
     replies: list[JudgeReply]
@@ -389,8 +411,9 @@ class _Run:
         if left:
             _say(self.logger, "warning",
                  f"judge: budget reached after {self.sent} requests to {self.backend.backend_id} "
-                 f"({ledger.spent_tokens} tokens, cost {ledger.spent_cost:.6g}; caps: max_tokens={ledger.max_tokens}, "
-                 f"max_cost={ledger.max_cost}); {len(left)} distinct requests left unsent")
+                 f"({ledger.spent_tokens} tokens, cost {ledger.spent_cost:.6g}, {ledger.requests} HTTP requests; caps: "
+                 f"max_tokens={ledger.max_tokens}, max_cost={ledger.max_cost}, max_requests={ledger.max_requests}); "
+                 f"{len(left)} distinct requests left unsent")
         run = JudgeRun(
             replies=[self.results[k] for k in keys], backend_id=self.backend.backend_id, model=self.backend.model,
             requested=len(keys), unique=len(self.unique), cache_hits=cache_hits, sent=self.sent,
@@ -403,7 +426,8 @@ class _Run:
                 "spent_cost": None if price is None else round(ledger.spent_cost, 6),
                 "charged_unseen_tokens": ledger.unseen_tokens,
                 "charged_unseen_cost": None if price is None else round(ledger.unseen_cost, 6),
-                "over_reservation": ledger.overruns},
+                "over_reservation": ledger.overruns, "max_requests": budget.max_requests,
+                "requests": ledger.requests},
             possibly_billed=self.possibly_billed, retries_refused=self.retries_refused,
         )
         reasons = f" {dict(sorted(self.failed.items()))}" if self.failed else ""
@@ -492,22 +516,32 @@ class _Run:
         retries = billed = 0
         held: tuple[int, int, float] | None = reservation
         last: RetryableError | None = None
+        last_raw: str | None = None  # what the server sent back on the last attempt, kept with a failure
 
         def outcome(error: str, reason: str, refused: bool = False) -> _Outcome:
-            return _Outcome(key, JudgeReply(text=None, error=error), reason, retries, held, billed, refused)
+            return _Outcome(key, JudgeReply(text=None, error=error, raw=last_raw), reason, retries, held, billed,
+                            refused)
 
         for attempt in range(self.max_attempts):
             if self.abort.is_set():
                 return outcome("aborted", "aborted")
-            if held is None:  # the previous attempt was charged: the retry needs its own worst case
-                held = self._reserve(key)
+            if attempt > 0:
+                # A retry is one more HTTP request (max_requests); when the previous attempt was charged, it
+                # also needs its own worst case (reserving it takes the request too).
                 if held is None:
+                    held = self._reserve(key)
+                    fits = held is not None
+                else:
+                    fits = self.ledger.take_request()
+                if not fits:
                     reason = last.reason if last is not None else "budget"
                     tries = f"{attempt} attempt" + ("s" if attempt != 1 else "")
                     return outcome(f"{reason} after {tries}; the budget cannot cover a retry", reason, refused=True)
+                retries += 1  # counted when made: sent + retries = the HTTP requests of the run
             try:
                 reply = self.backend.complete(request)
             except (RetryableError, FatalError) as exc:
+                last_raw = exc.raw
                 if exc.possibly_billed:
                     billed += 1
                     if self.ledger.limited:
@@ -521,7 +555,6 @@ class _Run:
                 wait_s = min(self.backoff_max, self.backoff_base * 2 ** attempt) * self.rng.random()
                 if exc.retry_after_seconds is not None:
                     wait_s = max(wait_s, float(exc.retry_after_seconds))
-                retries += 1
                 _say(self.logger, "info", f"judge: request {self.first[key]} ({key[:12]}): {exc}; attempt "
                                           f"{attempt + 1} of {self.max_attempts}, retrying in {wait_s:.2f} s")
                 self._pause(wait_s)
@@ -598,7 +631,9 @@ def judge_pool(pool: pd.DataFrame, template: JudgeTemplate, backend: Backend, *,
     ``template.combine``), else "ok" with the
     columns from ``template.combine``. The columns of every other row are None/NaN. ``judge_error`` says why
     a row is not "ok" (the error or the parser's message); ``judge_raw`` is the JSON list of the row's raw
-    reply texts (null where none came back), kept for every row.
+    replies, kept for every row: the reply text of an answer, for a failed request what the server sent back
+    on its last attempt (``JudgeReply.raw``: an error body, a body that is not JSON, ...), null where nothing
+    came back (a timeout, a broken connection, the budget).
 
     ``out.attrs``: ``template``, ``n_ok``, ``n_unparsable``, ``n_failed``, ``n_budget``, ``n_not_judgeable``
     (summing to ``len(pool)``), ``n_unparsable_replies``, and ``judge_run`` (``JudgeRun.summary()``).
@@ -637,7 +672,7 @@ def judge_pool(pool: pd.DataFrame, template: JudgeTemplate, backend: Backend, *,
     for row, built in zip(rows, row_requests):
         replies = run.replies[at: at + len(built)]
         at += len(built)
-        raw.append(json.dumps([r.text for r in replies], ensure_ascii=False))
+        raw.append(json.dumps([r.text if r.text is not None else r.raw for r in replies], ensure_ascii=False))
         row_status, row_error, combined, bad_replies = _judge_row(template, row, replies)
         n_unparsable_replies += bad_replies
         status.append(row_status)

@@ -94,6 +94,10 @@ class JudgeReply:
     cached: bool = False
     error: str | None = None  # why there is no text: "budget", "http 500 after 5 attempts", ...
     digit_probs: Mapping[int, float] | None = None  # local backend rating mode
+    # For a failed request: what the server sent back on the last attempt when it was not an answer (an error
+    # body, a body that is not JSON, a completion without choices), secrets redacted, at most
+    # ``backends.MAX_RAW_CHARS`` characters; None when nothing came back (timeout, broken connection).
+    raw: str | None = None
 
 
 @dataclass(frozen=True)

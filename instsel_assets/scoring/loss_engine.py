@@ -22,7 +22,9 @@ computes it for many (prefix_ids, answer_ids) pairs at once:
   on the number of workers;
 - an optional resumable result cache (``loss_cache.LossCache``): pairs already computed for the same
   model weights, tokenizer, template and token ids are read back instead of computed, and new results
-  are written in shards as they finish, so an interrupted run resumes where it stopped.
+  are written in shards as they finish, so an interrupted run resumes where it stopped. Batches are planned
+  over all pairs, cached or not (:func:`plan_batches`), so a resumed run computes every missing batch with
+  the same companions, hence the same numbers to the last bit, as an uninterrupted run.
 
 Truncation, when ``len(prefix) + len(answer) > max_length``: the prefix is cut from the LEFT first (the
 end of the instruction, next to the answer, is kept); when the answer alone does not fit, one prefix token
@@ -176,8 +178,10 @@ def answer_losses(model, tokenizer, pairs: Sequence[tuple[Sequence[int], Sequenc
     """Mean cross-entropy of each pair's answer tokens given its prefix (see the module docstring).
 
     ``pairs``: ``(prefix_ids, answer_ids)`` per example, or ``chat.PrefixAnswer`` objects.
-    ``progress(done, total)`` is called after every batch with the number of pairs finished.
-    ``cache``: an optional ``loss_cache.LossCache``; pairs already in it are not computed again.
+    ``progress(done, total)`` is called after every batch with the number of pairs finished (a batch is
+    handed to the cache before it is reported).
+    ``cache``: an optional ``loss_cache.LossCache``; pairs already in it are not computed again. Identical pairs
+    (after truncation) are computed, looked up and cached once: the cache's hits and misses count distinct pairs.
     ``workers``: batches computed concurrently (see :func:`resolve_workers`); results do not depend on it.
     """
     if batch_size < 1:
@@ -189,7 +193,12 @@ def answer_losses(model, tokenizer, pairs: Sequence[tuple[Sequence[int], Sequenc
 
     seqs: list[list[int]] = []
     starts: list[int] = []  # first scored sequence position (>= 1)
+    # The pairs with at least one token to score, each distinct (context, scored tokens) once: a repeated pair
+    # (a duplicated row, or IFD's two passes of a row whose answer alone fills max_length) is computed once
+    # and its result copied, so copies always agree exactly. Then: those of them not in the cache.
     todo: list[int] = []
+    copies: dict[int, list[int]] = {}  # representative -> every pair it stands for (itself included)
+    first_of: dict[tuple[int, tuple[int, ...]], int] = {}
     for i, pair in enumerate(pairs):
         prefix, answer = (pair.prefix_ids, pair.answer_ids) if hasattr(pair, "answer_ids") else pair
         p, a, dropped = fit_to_length(prefix, answer, max_length)
@@ -200,7 +209,17 @@ def answer_losses(model, tokenizer, pairs: Sequence[tuple[Sequence[int], Sequenc
         starts.append(start)
         n_tokens[i] = max(len(seq) - start, 0)
         if n_tokens[i] > 0:
-            todo.append(i)
+            rep = first_of.setdefault((start, tuple(seq)), i)
+            if rep == i:
+                todo.append(i)
+                copies[i] = [i]
+            else:
+                copies[rep].append(i)
+    scorable = list(todo)
+
+    def weight(batch: Sequence[int]) -> int:
+        return sum(len(copies[i]) for i in batch)
+
     if cache is not None and todo:
         # Keyed by the ids actually fed (after truncation): the context and the scored tokens.
         keys = {i: cache.key(seqs[i][:starts[i]], seqs[i][starts[i]:]) for i in todo}
@@ -208,20 +227,22 @@ def answer_losses(model, tokenizer, pairs: Sequence[tuple[Sequence[int], Sequenc
         for i in todo:
             got = found.get(keys[i])
             if got is not None:
-                mean_loss[i] = got[0] / got[1] if got[1] else math.nan
+                mean_loss[copies[i]] = got[0] / got[1] if got[1] else math.nan
         todo = [i for i in todo if keys[i] not in found]
     if progress is not None:
-        progress(n - len(todo), n)
+        progress(n - weight(todo), n)
     if not todo:
         return LossResult(mean_loss, n_tokens, n_truncated)
 
     decoder, head, postprocess = _parts(model)
     device = _input_device(model)
     pad_id = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
-    order = sorted(todo, key=lambda i: (-len(seqs[i]), i))
-    batches = [order[b: b + batch_size] for b in range(0, len(order), batch_size)]
+    batches = plan_batches([len(s) for s in seqs], scorable, set(todo), batch_size)
     n_workers = resolve_workers(workers, device, len(batches))
-    state = {"done": n - len(todo), "next": 0}
+    # One intra-op thread per batch whenever this device and setting would run several workers, even when
+    # fewer batches are left (a resumed run): a batch's numbers then never depend on how many remained.
+    single_thread = resolve_workers(workers, device, 1 << 30) > 1
+    state = {"done": n - weight(todo), "next": 0}
     lock = threading.Lock()
     errors: list[BaseException] = []
 
@@ -237,11 +258,11 @@ def answer_losses(model, tokenizer, pairs: Sequence[tuple[Sequence[int], Sequenc
                     sums = _batch_loss_sums(decoder, head, postprocess, [seqs[i] for i in batch],
                                             [starts[i] for i in batch], pad_id, device)
                     for i, s in zip(batch, sums):
-                        mean_loss[i] = s / n_tokens[i]
+                        mean_loss[copies[i]] = s / n_tokens[i]
                     if cache is not None:
                         cache.add([keys[i] for i in batch], sums, [int(n_tokens[i]) for i in batch])
                     with lock:
-                        state["done"] += len(batch)
+                        state["done"] += weight(batch)
                         if progress is not None:
                             progress(state["done"], n)
                 except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
@@ -253,12 +274,13 @@ def answer_losses(model, tokenizer, pairs: Sequence[tuple[Sequence[int], Sequenc
     model.eval()
     threads_before = torch.get_num_threads()
     try:
-        if n_workers == 1:
-            work()
-        else:
+        if single_thread:
             # Each worker runs whole batches on one intra-op thread: on small CPUs this beats one batch
             # stream with intra-op parallelism (1.4x measured on 2 cores; see benchmarks/RESULTS.md).
             torch.set_num_threads(1)
+        if n_workers == 1:
+            work()
+        else:
             pool = [threading.Thread(target=work, name=f"loss-engine-{k}", daemon=True) for k in range(n_workers)]
             for t in pool:
                 t.start()
@@ -267,13 +289,41 @@ def answer_losses(model, tokenizer, pairs: Sequence[tuple[Sequence[int], Sequenc
         if errors:
             raise errors[0]
     finally:
-        if n_workers > 1:
+        if single_thread:
             torch.set_num_threads(threads_before)
         if cache is not None:
             cache.flush()
         if was_training:
             model.train()
     return LossResult(mean_loss, n_tokens, n_truncated)
+
+
+def plan_batches(lengths: Sequence[int], scorable: Sequence[int], missing: set[int],
+                 batch_size: int) -> list[list[int]]:
+    """The batches to compute: lists of pair indices, longest first.
+
+    The batches are planned over ALL ``scorable`` pairs, cached or not (sorted by length, longest first, ties
+    by index, ``batch_size`` at a time), so a run resumed from the cache computes each batch with exactly the
+    pairs an uninterrupted run puts in it. Padding changes a pair's loss in the last bits of fp32 (up to
+    ~1e-6 measured), so this is what makes a killed and resumed run give the SAME numbers as an
+    uninterrupted one: the cache receives whole batches (a shard never splits one), so after a kill every
+    planned batch is either all cached (skipped) or all ``missing`` (computed as planned). The ``missing``
+    pairs of batches that are only partly cached (another scorer or pool filled the cache, e.g. perplexity's
+    conditioned pairs before IFD) are re-batched among themselves, so no cached pair is computed again.
+    """
+    planned_order = sorted(scorable, key=lambda i: (-lengths[i], i))
+    planned = [planned_order[b: b + batch_size] for b in range(0, len(planned_order), batch_size)]
+    batches: list[list[int]] = []
+    leftovers: list[int] = []
+    for batch in planned:
+        miss = [i for i in batch if i in missing]
+        if len(miss) == len(batch):
+            batches.append(batch)
+        else:
+            leftovers.extend(miss)
+    batches += [leftovers[b: b + batch_size] for b in range(0, len(leftovers), batch_size)]
+    batches.sort(key=lambda b: (-lengths[b[0]], b[0]))  # longest first: an out-of-memory error shows early
+    return batches
 
 
 def _batch_loss_sums(decoder, head, postprocess, seqs: list[list[int]], starts: list[int], pad_id: int,

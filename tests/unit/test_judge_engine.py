@@ -445,3 +445,28 @@ def test_judge_pool_accounts_for_every_row():
     assert run["unique"] == 7 and run["failed"] == {"http 400": 1} and run["left_unsent"] == 2
     assert run["budget"]["spent_tokens"] <= 100
     assert backend.calls["rate:4"] == 1  # the duplicate row was not sent again
+
+
+def test_a_failed_request_keeps_what_the_server_sent_back(server, backend):
+    server.script("<A>", "500", "500")
+    server.script("<B>", "garbage")
+    server.script("<C>", "delay", "delay")
+    run = run_requests([req("<A> rate:1"), req("<B> rate:2"), req("<C> rate:3")], backend, concurrency=1,
+                       max_attempts=2, sleep=Waits())
+    a, b, c = run.replies
+    assert a.error == "http 500 after 2 attempts" and json.loads(a.raw) == {"error": {"message": "scripted 500"}}
+    assert b.error.startswith("invalid response") and "<html>" in b.raw
+    assert c.error == "timeout after 2 attempts" and c.raw is None  # nothing came back
+    assert run.retries == 2 and server.received == 5
+
+
+def test_max_requests_caps_every_http_request_retries_included(server, backend):
+    server.script("<A>", "503", "503")
+    requests = [req("<A> rate:1")] + [req(f"q{i} rate:2") for i in range(4)]
+    run = run_requests(requests, backend, concurrency=1, max_attempts=3, budget=Budget(max_requests=4),
+                       sleep=Waits())
+    assert server.received == run.budget["requests"] == 4 == run.sent + run.retries
+    assert run.replies[0].text == "Score: 1" and run.retries == 2
+    assert run.succeeded == 2 and run.left_unsent == 3 and run.stopped_by_budget
+    with pytest.raises(ValueError, match="max_requests"):
+        Budget(max_requests=-1)
