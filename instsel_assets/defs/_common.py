@@ -40,10 +40,14 @@ def suite_check(df: pd.DataFrame, suite: str, *, asset_key: dg.AssetKey | str | 
         check_name=check_name or "great_expectations_suite",
         passed=result.success,
         metadata={
+            "suite": suite,
             "summary": result.summary(),
             "expectations_evaluated": result.evaluated,
             "expectations_failed": len(result.failures),
             "rows": result.rows,
+            # every expectation's result: a table in the UI, and the same as JSON for tools
+            "expectations": dg.MetadataValue.md(result.markdown()),
+            "expectation_results": dg.MetadataValue.json(result.results),
         },
     )
 

@@ -107,7 +107,9 @@ def evaluation_test_sets(context: dg.AssetExecutionContext):
                 "llama-13b, vicuna-13b, gpt35 on Vicuna 80; alpaca-7b, gpt4_1106_preview on AlpacaEval; "
                 "davinci-self-instruct on Self-Instruct. Answers are JSON lists of turns.",
     check_specs=[dg.AssetCheckSpec("covers_test_sets", asset="external_answers", blocking=True,
-                                   description="Every external model answers every item of its test set.")],
+                                   description="Every external model answers every item of its test set."),
+                 dg.AssetCheckSpec("great_expectations_suite", asset="external_answers",
+                                   description="Great Expectations suite 'external_answers'.")],
 )
 def external_answers(context: dg.AssetExecutionContext):
     from instsel_assets.evaluation.test_sets import TEST_SETS, load_external_answers
@@ -121,6 +123,7 @@ def external_answers(context: dg.AssetExecutionContext):
                 for model in TEST_SETS[name].external_models}
     yield dg.AssetCheckResult(check_name="covers_test_sets", passed=counts == expected,
                               metadata={"answers": dg.MetadataValue.json(counts)})
+    yield suite_check(table, "external_answers")
 
 
 def materialised_checkpoints(instance: dg.DagsterInstance) -> dict[str, dict]:
@@ -194,6 +197,8 @@ class EvaluationConfig(dg.Config):
                           description="Every evaluated model has a finite held-out loss on every test set."),
         dg.AssetCheckSpec("every_checkpoint_evaluated", asset="evaluation_reports",
                           description="The base model and every checkpoint are in the report, on every test set."),
+        dg.AssetCheckSpec("great_expectations_suite", asset="evaluation_reports",
+                          description="Great Expectations suite 'evaluation_reports'."),
     ],
 )
 def evaluation_reports(context: dg.AssetExecutionContext, config: EvaluationConfig,
@@ -266,6 +271,7 @@ def evaluation_reports(context: dg.AssetExecutionContext, config: EvaluationConf
     yield dg.AssetCheckResult(check_name="every_checkpoint_evaluated", passed=got == expected,
                               metadata={"missing": dg.MetadataValue.json(
                                   sorted(f"{m}/{t}" for m, t in expected - got))})
+    yield suite_check(table, "evaluation_reports")
 
 
 # ------------------------------------------------------------------------------------------------ generation

@@ -266,6 +266,8 @@ class InstructMiningConfig(dg.Config):
         dg.AssetCheckSpec("least_squares_determined", asset="instruct_mining_rule",
                           description="There were more subsets than indicators + 1 (a unique least-squares fit); "
                                       "a warning when ridge regression had to stand in."),
+        dg.AssetCheckSpec("great_expectations_suite", asset="instruct_mining_rule",
+                          description="Great Expectations suite 'instruct_mining_rule'."),
     ],
 )
 def instruct_mining_rule(context: dg.AssetExecutionContext, config: InstructMiningConfig,
@@ -304,6 +306,7 @@ def instruct_mining_rule(context: dg.AssetExecutionContext, config: InstructMini
                   "method_reason": rule.method_reason,
                   "note": "" if rule.least_squares_determined else
                   f"raise n_subsets of subset_experiments above {len(rule.indicators) + 1} or list fewer indicators"})
+    yield suite_check(table, "instruct_mining_rule")
 
 
 @dg.asset(

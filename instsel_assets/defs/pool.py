@@ -36,6 +36,8 @@ def pool_assets() -> list[dg.AssetsDefinition]:
                               description="Great Expectations suite 'instruction_pool'."),
             dg.AssetCheckSpec("reasons_present", asset="pool_quarantine",
                               description="Every quarantined row carries a reason."),
+            dg.AssetCheckSpec("great_expectations_suite", asset="pool_quarantine",
+                              description="Great Expectations suite 'pool_quarantine'."),
         ],
     )
     def instruction_pool_assets(context: dg.AssetExecutionContext, **raw_frames: pd.DataFrame):
@@ -77,5 +79,6 @@ def pool_assets() -> list[dg.AssetsDefinition]:
         missing_reason = int((quarantine["reason"].fillna("").str.strip() == "").sum()) if len(quarantine) else 0
         yield dg.AssetCheckResult(asset_key="pool_quarantine", check_name="reasons_present",
                                   passed=missing_reason == 0, metadata={"rows_without_reason": missing_reason})
+        yield suite_check(quarantine, "pool_quarantine", asset_key="pool_quarantine")
 
     return [instruction_pool_assets]

@@ -10,7 +10,7 @@ import dagster as dg
 import pandas as pd
 
 from instsel_assets import settings
-from instsel_assets.defs._common import code_version_of
+from instsel_assets.defs._common import code_version_of, suite_check
 from instsel_assets.ingest.sources import SourceSpec, load_sources
 
 RAW_PREFIX = "raw_datasets"
@@ -32,7 +32,9 @@ def build_raw_asset(spec: SourceSpec) -> dg.AssetsDefinition:
                     f"\n\nOrigin: {spec.origin}",
         kinds={"duckdb", "pandas"},
         check_specs=[dg.AssetCheckSpec("has_rows", asset=key, blocking=True,
-                                       description="The source yields at least one record.")],
+                                       description="The source yields at least one record."),
+                     dg.AssetCheckSpec("great_expectations_suite", asset=key,
+                                       description="Great Expectations suite 'raw_datasets'.")],
         metadata={"source_path": spec.path, "format": spec.format, "license": spec.license},
     )
     def _raw(context: dg.AssetExecutionContext):
@@ -55,6 +57,7 @@ def build_raw_asset(spec: SourceSpec) -> dg.AssetsDefinition:
         })
         yield dg.AssetCheckResult(check_name="has_rows", passed=len(frame) > 0,
                                   metadata={"rows": len(frame)})
+        yield suite_check(frame, "raw_datasets", asset_key=key)
 
     return _raw
 

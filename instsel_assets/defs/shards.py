@@ -150,6 +150,8 @@ def pool_shard_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | 
                           description="Great Expectations suite 'pool_shard'."),
         dg.AssetCheckSpec("reasons_present", asset="pool_shard_quarantine",
                           description="Every quarantined row of the shard carries a reason."),
+        dg.AssetCheckSpec("great_expectations_suite", asset="pool_shard_quarantine",
+                          description="Great Expectations suite 'pool_shard_quarantine'."),
     ],
 )
 def pool_shard_assets(context: dg.AssetExecutionContext):
@@ -191,6 +193,7 @@ def pool_shard_assets(context: dg.AssetExecutionContext):
     missing_reason = int((quarantine["reason"].fillna("").str.strip() == "").sum()) if len(quarantine) else 0
     yield dg.AssetCheckResult(asset_key="pool_shard_quarantine", check_name="reasons_present",
                               passed=missing_reason == 0, metadata={"rows_without_reason": missing_reason})
+    yield suite_check(quarantine, "pool_shard_quarantine", asset_key="pool_shard_quarantine")
 
 
 # ------------------------------------------------------------------------------------------ per-shard results

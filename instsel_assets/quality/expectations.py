@@ -179,6 +179,22 @@ class SuiteResult:
     rows: int
     failures: list[dict[str, Any]] = field(default_factory=list)  # one per failed expectation
     evaluated: int = 0
+    # one per expectation, in suite order: expectation, column, kwargs (the thresholds), success, unexpected_count,
+    # unexpected_percent, examples (of unexpected values), observed_value (when GX reports one)
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        """A Markdown table of every expectation's result, for the asset check's metadata (shown in the UI)."""
+        lines = ["| expectation | column | thresholds | result | unexpected | examples |",
+                 "| --- | --- | --- | --- | --- | --- |"]
+        for r in self.results:
+            column = r["column"] if isinstance(r["column"], str) else ", ".join(map(str, r["column"] or []))
+            thresholds = ", ".join(f"{k}={v}" for k, v in r["kwargs"].items()) or "-"
+            examples = ", ".join(r["examples"]) or "-"
+            cells = [r["expectation"], column, thresholds, "pass" if r["success"] else "**FAIL**",
+                     str(r["unexpected_count"]), examples]
+            lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ")[:200] for c in cells) + " |")
+        return "\n".join(lines)
 
     def summary(self) -> str:
         if self.success:
@@ -215,9 +231,16 @@ def validate_frame(df: pd.DataFrame, suite_name: str, extra: list[Expectation] |
                      | {c for _, kw in expectations for c in kw.get("column_list", ())})
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        return SuiteResult(suite_name, False, len(df), [
-            {"expectation": "column_exists", "column": c, "unexpected_count": len(df), "examples": []} for c in missing
-        ], len(expectations))
+        absent = [{"expectation": "column_exists", "column": c, "unexpected_count": len(df), "examples": []}
+                  for c in missing]
+        results = [{"expectation": f"column_exists({c})", "column": c, "kwargs": {}, "success": False,
+                    "unexpected_count": len(df), "unexpected_percent": 100.0, "examples": [], "observed_value": None}
+                   for c in missing]
+        results += [{"expectation": _snake(cls_name), "column": kw.get("column") or list(kw.get("column_list", [])),
+                     "kwargs": _thresholds(kw), "success": False, "unexpected_count": 0, "unexpected_percent": None,
+                     "examples": ["not evaluated: a column is missing"], "observed_value": None}
+                    for cls_name, kw in expectations]
+        return SuiteResult(suite_name, False, len(df), absent, len(expectations), results)
     context = _context()
     name = f"{suite_name}_{id(df)}"
     source = context.data_sources.add_or_update_pandas(name)
@@ -232,16 +255,61 @@ def validate_frame(df: pd.DataFrame, suite_name: str, extra: list[Expectation] |
     finally:
         context.suites.delete(name)
         context.data_sources.delete(name)
-    failures = []
+    failures, results = [], []
     for r in result.results:
-        if not r.success:
-            failures.append({
-                "expectation": r.expectation_config.type,
-                "column": r.expectation_config.kwargs.get("column") or r.expectation_config.kwargs.get("column_list"),
-                "unexpected_count": int(r.result.get("unexpected_count") or 0),
-                "examples": [str(v)[:80] for v in (r.result.get("partial_unexpected_list") or [])[:5]],
-            })
-    return SuiteResult(suite_name, bool(result.success), len(df), failures, len(result.results))
+        kwargs = r.expectation_config.kwargs
+        one = {
+            "expectation": r.expectation_config.type,
+            "column": kwargs.get("column") or kwargs.get("column_list"),
+            "kwargs": _thresholds(kwargs),
+            "success": bool(r.success),
+            "unexpected_count": int(r.result.get("unexpected_count") or 0),
+            "unexpected_percent": _plain(r.result.get("unexpected_percent")),
+            "examples": [str(v)[:80] for v in (r.result.get("partial_unexpected_list") or [])[:5]],
+            "observed_value": _plain(r.result.get("observed_value")),
+        }
+        if r.exception_info and r.exception_info.get("raised_exception"):
+            one["success"] = False
+            one["examples"] = [str(r.exception_info.get("exception_message"))[:200]]
+        results.append(one)
+        if not one["success"]:
+            failures.append({k: one[k] for k in ("expectation", "column", "unexpected_count", "examples")})
+    return SuiteResult(suite_name, bool(result.success), len(df), failures, len(result.results), results)
+
+
+def _snake(name: str) -> str:
+    import re
+
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _thresholds(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """An expectation's settings other than its column(s), JSON-safe (what the UI shows as its thresholds)."""
+    return {k: _plain(v) for k, v in dict(kwargs).items()
+            if k not in ("column", "column_list", "batch_id") and v is not None}
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as plain JSON (numpy scalars to Python numbers, anything else unusual to text)."""
+    import json
+
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple, set)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    item = getattr(value, "item", None)
+    if callable(item):
+        try:
+            return _plain(item())
+        except (TypeError, ValueError):
+            pass
+    try:
+        json.dumps(value)
+        return value
+    except TypeError:
+        return str(value)[:200]
 
 
 # MoDS (defs/mods.py). D_h: the reward threshold is checked by the asset's `threshold_applied` check (its value
@@ -313,3 +381,67 @@ SUITES.update({
                                            "max_value": 1.0, "strict_max": True}),
     ],
 })
+
+
+# The remaining tables of the graph, so that every tabular asset (every DataFrame on the table io_manager) has a
+# suite (tests/unit/test_gx_coverage.py holds that). Raw sources: one suite for every raw_datasets/<source> asset.
+SUITES.update({
+    "raw_datasets": [
+        ("ExpectColumnValuesToNotBeNull", {"column": "source"}),
+        ("ExpectColumnValuesToNotBeNull", {"column": "source_file"}),
+        ("ExpectColumnValuesToBeBetween", {"column": "source_row", "min_value": 0}),
+        ("ExpectCompoundColumnsToBeUnique", {"column_list": ["source_file", "source_row"]}),
+        ("ExpectColumnValuesToNotBeNull", {"column": "format"}),
+        ("ExpectColumnValuesToNotBeNull", {"column": "raw"}),
+        ("ExpectColumnValuesToNotBeNull", {"column": "parse_error"}),
+    ],
+    "pool_quarantine": [
+        ("ExpectColumnValuesToNotBeNull", {"column": "source"}),
+        ("ExpectColumnValuesToBeInSet", {"column": "kind", "value_set": ["invalid", "duplicate"]}),
+        ("ExpectColumnValueLengthsToBeBetween", {"column": "reason", "min_value": 1}),
+        ("ExpectColumnValuesToBeBetween", {"column": "source_row", "min_value": 0}),
+        ("ExpectColumnValuesToNotBeNull", {"column": "duplicate_of"}),
+    ],
+    "external_answers": [
+        ("ExpectColumnValuesToNotBeNull", {"column": "item_id"}),
+        ("ExpectColumnValuesToNotBeNull", {"column": "model"}),
+        ("ExpectCompoundColumnsToBeUnique", {"column_list": ["test_set", "model", "item_id"]}),
+        ("ExpectColumnValueLengthsToBeBetween", {"column": "answer", "min_value": 2}),  # a JSON list of turns
+    ],
+    # The report table of evaluation_reports: one row per evaluated model and test set.
+    "evaluation_reports": [
+        ("ExpectColumnValuesToNotBeNull", {"column": "method"}),
+        ("ExpectCompoundColumnsToBeUnique", {"column_list": ["method", "test_set"]}),
+        ("ExpectColumnValuesToBeBetween", {"column": "n_examples", "min_value": 1}),
+        ("ExpectColumnValuesToBeBetween", {"column": "n_answer_tokens", "min_value": 1}),
+        ("ExpectColumnValuesToBeBetween", {"column": "mean_loss", "min_value": 0.0}),
+        ("ExpectColumnValuesToBeBetween", {"column": "perplexity", "min_value": 1.0}),
+        ("ExpectColumnValuesToBeBetween", {"column": "subset_rows", "min_value": 0}),
+    ],
+    "instruct_mining_rule": [
+        ("ExpectColumnValuesToNotBeNull", {"column": "term"}),
+        ("ExpectColumnValuesToBeUnique", {"column": "term"}),
+        ("ExpectColumnValuesToNotBeNull", {"column": "coefficient"}),
+        ("ExpectColumnValuesToBeBetween", {"column": "n_subsets", "min_value": 1}),
+    ],
+    # SQL models (dbt_like_sql/; defs/sql_models.py adds the check for every model named here)
+    "dedup_length_filter": [
+        ("ExpectColumnValuesToNotBeNull", {"column": "id"}),
+        ("ExpectColumnValuesToBeUnique", {"column": "id"}),
+        ("ExpectColumnValuesToNotBeNull", {"column": "kept"}),
+        ("ExpectColumnValuesToBeBetween", {"column": "output_chars", "min_value": 0}),
+    ],
+    "ifd_top_per_source": [
+        ("ExpectColumnValuesToNotBeNull", {"column": "id"}),
+        ("ExpectColumnValuesToBeUnique", {"column": "id"}),
+        ("ExpectColumnValuesToBeBetween", {"column": "ifd", "min_value": 0.0, "max_value": 1.0, "strict_max": True}),
+        ("ExpectColumnValuesToBeBetween", {"column": "rank_in_source", "min_value": 1}),
+    ],
+    "pool_summary": [
+        ("ExpectColumnValuesToNotBeNull", {"column": "source"}),
+        ("ExpectCompoundColumnsToBeUnique", {"column_list": ["source", "language"]}),
+        ("ExpectColumnValuesToBeBetween", {"column": "rows", "min_value": 1}),
+    ],
+})
+# pool_shard_quarantine (defs/shards.py): the quarantine's expectations, per shard.
+SUITES["pool_shard_quarantine"] = [*SUITES["pool_quarantine"], ("ExpectColumnValuesToNotBeNull", {"column": "shard"})]

@@ -369,7 +369,8 @@ def check_ui(tmp_path: Path, server: DagsterDev, page) -> None:
         assert result["__typename"] == "AssetChecks", result
         checks.update({f"{key[-1]}:{c['name']}": c for c in result["checks"]})
     assert set(checks) == {"instruction_pool:accounting", "instruction_pool:unique_ids",
-                           "instruction_pool:great_expectations_suite", "pool_quarantine:reasons_present"}, sorted(checks)
+                           "instruction_pool:great_expectations_suite", "pool_quarantine:reasons_present",
+                           "pool_quarantine:great_expectations_suite"}, sorted(checks)
     for name, check in checks.items():
         execution = check["executionForLatestMaterialization"]
         assert execution and execution["runId"] == pool_run_id, f"{name}: {execution}"
