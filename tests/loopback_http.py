@@ -2,9 +2,31 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+
+def body_key(body: Any) -> str:
+    """The canonical JSON of a request body (what the proxies count by)."""
+    return json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def send_reply(handler: BaseHTTPRequestHandler, status: int, body: bytes, content_type: str = "application/json",
+               headers: dict[str, str] | None = None) -> None:
+    """Write one HTTP reply; a client that already gave up (its timeout) gets nothing, without a traceback."""
+    try:
+        handler.send_response(status)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        handler.wfile.write(body)
+        handler.wfile.flush()
+    except (BrokenPipeError, ConnectionResetError):
+        handler.close_connection = True
 
 
 class LoopbackHTTPServer:

@@ -46,7 +46,7 @@ from urllib.parse import urlsplit
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: loopback_http
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))  # the scripted server beside the unit tests
 
-from loopback_http import LoopbackHTTPServer  # noqa: E402
+from loopback_http import LoopbackHTTPServer, body_key, send_reply  # noqa: E402
 from scripted_openai_server import usage_for  # noqa: E402
 
 CHAT_PATH = "/v1/chat/completions"
@@ -54,11 +54,6 @@ REFUSAL = "I'm sorry, but I can't help with that request."
 SIMPLE_FAULTS = ("delay", "reset", "429", "500", "503", "notjson", "html", "nochoices", "refusal", "refusal_field",
                  "empty")
 BILLED_BY_PROXY = ("notjson", "html", "nochoices", "refusal", "refusal_field", "empty")
-
-
-def body_key(body: Any) -> str:
-    """The canonical JSON of a request body (what the proxy counts by)."""
-    return json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 def check_fault(fault: str) -> None:
@@ -139,7 +134,7 @@ class FaultProxy(LoopbackHTTPServer):
         raw = handler.rfile.read(int(handler.headers.get("Content-Length", 0)))
         arrived = time.monotonic()
         if urlsplit(handler.path).path.rstrip("/") != CHAT_PATH:
-            self._send(handler, 404, b'{"error": {"message": "not found"}}')
+            send_reply(handler, 404, b'{"error": {"message": "not found"}}')
             return
         body = json.loads(raw)
         key = body_key(body)
@@ -177,7 +172,7 @@ class FaultProxy(LoopbackHTTPServer):
             message = {429: "Rate limit reached (injected)", 500: "injected internal error",
                        503: "injected: the engine is overloaded"}[status]
             attempt.status = status
-            self._send(handler, status, json.dumps({"error": {"message": message, "type": "injected"}}).encode(),
+            send_reply(handler, status, json.dumps({"error": {"message": message, "type": "injected"}}).encode(),
                        headers=headers)
             return
         if fault in BILLED_BY_PROXY:
@@ -185,9 +180,9 @@ class FaultProxy(LoopbackHTTPServer):
             attempt.billed_completion = max_tokens
             attempt.status = 200
             if fault == "notjson":
-                self._send(handler, 200, b"upstream hiccup: {\"choices\": [ <- cut here, not JSON")
+                send_reply(handler, 200, b"upstream hiccup: {\"choices\": [ <- cut here, not JSON")
             elif fault == "html":
-                self._send(handler, 200, b"<html><body>502 Bad Gateway (served as 200)</body></html>", "text/html")
+                send_reply(handler, 200, b"<html><body>502 Bad Gateway (served as 200)</body></html>", "text/html")
             else:
                 message: dict[str, Any] = {"role": "assistant", "content": REFUSAL}
                 if fault == "refusal_field":
@@ -199,7 +194,7 @@ class FaultProxy(LoopbackHTTPServer):
                 choices = [] if fault == "nochoices" else [{"index": 0, "message": message, "finish_reason": "stop"}]
                 completion = {"id": "chatcmpl-proxy", "object": "chat.completion", "created": int(time.time()),
                               "model": body.get("model"), "choices": choices, "usage": usage}
-                self._send(handler, 200, json.dumps(completion).encode())
+                send_reply(handler, 200, json.dumps(completion).encode())
             return
         # forwarded to the upstream: the model is asked (paid)
         with self.lock:
@@ -217,7 +212,7 @@ class FaultProxy(LoopbackHTTPServer):
             handler.close_connection = True
             return
         attempt.status = status
-        self._send(handler, status, data, content_type)
+        send_reply(handler, status, data, content_type)
 
     def _forward(self, raw: bytes, authorization: str) -> tuple[int, str, bytes]:
         connection = http.client.HTTPConnection(self.upstream_host, self.upstream_port, timeout=60)
@@ -230,18 +225,3 @@ class FaultProxy(LoopbackHTTPServer):
             return response.status, response.getheader("Content-Type", "application/json"), response.read()
         finally:
             connection.close()
-
-    @staticmethod
-    def _send(handler: BaseHTTPRequestHandler, status: int, body: bytes, content_type: str = "application/json",
-              headers: dict[str, str] | None = None) -> None:
-        try:
-            handler.send_response(status)
-            handler.send_header("Content-Type", content_type)
-            handler.send_header("Content-Length", str(len(body)))
-            for name, value in (headers or {}).items():
-                handler.send_header(name, value)
-            handler.end_headers()
-            handler.wfile.write(body)
-            handler.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):  # the client gave up (its timeout): nothing to deliver
-            handler.close_connection = True

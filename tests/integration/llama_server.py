@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from loopback_http import LoopbackHTTPServer
+from loopback_http import LoopbackHTTPServer, body_key, send_reply
 
 MODEL = "smollm2-135m-instruct"  # the alias the server reports; it answers any model name
 CHAT_PATH = "/v1/chat/completions"
@@ -65,11 +65,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def body_key(body: Any) -> str:
-    """The canonical JSON of a request body (what the proxy counts by)."""
-    return json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 def _post_json(url: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -248,17 +243,6 @@ class FaultProxy(LoopbackHTTPServer):
         self._handle(handler)
 
     # ------------------------------------------------------------------------------------------ handling
-    @staticmethod
-    def _send(handler: BaseHTTPRequestHandler, status: int, body: bytes, content_type: str = "application/json",
-              headers: dict[str, str] | None = None) -> None:
-        handler.send_response(status)
-        handler.send_header("Content-Type", content_type)
-        handler.send_header("Content-Length", str(len(body)))
-        for name, value in (headers or {}).items():
-            handler.send_header(name, value)
-        handler.end_headers()
-        handler.wfile.write(body)
-        handler.wfile.flush()
 
     def _forward(self, raw: bytes, authorization: str) -> tuple[int, str, bytes]:
         import http.client
@@ -277,7 +261,7 @@ class FaultProxy(LoopbackHTTPServer):
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         raw = handler.rfile.read(int(handler.headers.get("Content-Length", 0)))
         if urlsplit(handler.path).path.rstrip("/") != CHAT_PATH:
-            self._send(handler, 404, b'{"error": {"message": "not found"}}')
+            send_reply(handler, 404, b'{"error": {"message": "not found"}}')
             return
         body = json.loads(raw)
         key = body_key(body)
@@ -291,14 +275,14 @@ class FaultProxy(LoopbackHTTPServer):
                 self.faults_by_body.setdefault(key, []).append(fault)
         # faults answered by the proxy itself: the model is not asked, nothing is paid
         if fault == "429":
-            self._send(handler, 429, b'{"error": {"message": "Rate limit reached (injected)", "type": "requests"}}',
+            send_reply(handler, 429, b'{"error": {"message": "Rate limit reached (injected)", "type": "requests"}}',
                        headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
             return
         if fault == "500":
-            self._send(handler, 500, b'{"error": {"message": "injected internal error"}}')
+            send_reply(handler, 500, b'{"error": {"message": "injected internal error"}}')
             return
         if fault == "garbage":
-            self._send(handler, 200, b"<html><body>upstream said something odd</body></html>", "text/html")
+            send_reply(handler, 200, b"<html><body>upstream said something odd</body></html>", "text/html")
             return
         # the model is asked
         with self.lock:
@@ -326,7 +310,7 @@ class FaultProxy(LoopbackHTTPServer):
         if fault == "truncated":  # paid, and the client gets half of the JSON
             with self.lock:
                 self.usage_lost += usage
-            self._send(handler, 200, data[: len(data) // 2], content_type)
+            send_reply(handler, 200, data[: len(data) // 2], content_type)
             return
         if fault == "cut":  # paid; the whole body announced, half of it sent, the connection closed
             with self.lock:
@@ -339,7 +323,7 @@ class FaultProxy(LoopbackHTTPServer):
             handler.wfile.flush()
             handler.close_connection = True
             return
-        self._send(handler, status, data, content_type)
+        send_reply(handler, status, data, content_type)
         if text is not None:
             with self.lock:
                 self.delivered[key] += 1

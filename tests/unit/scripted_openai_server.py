@@ -39,7 +39,7 @@ from collections import Counter, deque
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from loopback_http import LoopbackHTTPServer
+from loopback_http import LoopbackHTTPServer, send_reply
 
 # The API key the judge tests hand to the client: a key-shaped string, so a leak of it is caught by the checks
 # that the key never reaches an error, a log or metadata.
@@ -118,16 +118,6 @@ class ScriptedOpenAIServer(LoopbackHTTPServer):
                 self.in_flight -= 1
 
     # ------------------------------------------------------------------------------------------ replies
-    @staticmethod
-    def _send(handler: BaseHTTPRequestHandler, status: int, body: bytes, content_type: str = "application/json",
-              headers: dict[str, str] | None = None) -> None:
-        handler.send_response(status)
-        handler.send_header("Content-Type", content_type)
-        handler.send_header("Content-Length", str(len(body)))
-        for name, value in (headers or {}).items():
-            handler.send_header(name, value)
-        handler.end_headers()
-        handler.wfile.write(body)
 
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         raw = handler.rfile.read(int(handler.headers.get("Content-Length", 0)))
@@ -151,23 +141,23 @@ class ScriptedOpenAIServer(LoopbackHTTPServer):
                     headers["Retry-After"] = parts[1]
                 elif len(parts) == 3 and parts[1] == "date":
                     headers["Retry-After"] = email.utils.formatdate(time.time() + float(parts[2]), usegmt=True)
-                self._send(handler, 429, b'{"error": {"message": "Rate limit reached", "type": "requests"}}',
+                send_reply(handler, 429, b'{"error": {"message": "Rate limit reached", "type": "requests"}}',
                            headers=headers)
                 return
             if fault in ("500", "503", "400"):
-                self._send(handler, int(fault), json.dumps({"error": {"message": f"scripted {fault}"}}).encode())
+                send_reply(handler, int(fault), json.dumps({"error": {"message": f"scripted {fault}"}}).encode())
                 return
             if fault == "401":
                 token = handler.headers.get("Authorization", "").removeprefix("Bearer ")
                 message = f"Incorrect API key provided: {token}. You can find your API key at the dashboard."
-                self._send(handler, 401, json.dumps({"error": {"message": message, "type": "invalid_request_error",
+                send_reply(handler, 401, json.dumps({"error": {"message": message, "type": "invalid_request_error",
                                                                "code": "invalid_api_key"}}).encode())
                 return
             if fault == "garbage":
-                self._send(handler, 200, b"<html><body>502 Bad Gateway (but 200)</body></html>", "text/html")
+                send_reply(handler, 200, b"<html><body>502 Bad Gateway (but 200)</body></html>", "text/html")
                 return
             if fault == "nochoices":
-                self._send(handler, 200, json.dumps({"id": "c", "object": "chat.completion", "created": 1,
+                send_reply(handler, 200, json.dumps({"id": "c", "object": "chat.completion", "created": 1,
                                                      "model": body.get("model"), "choices": []}).encode())
                 return
             if fault not in ("truncated", "nousage"):
@@ -185,8 +175,8 @@ class ScriptedOpenAIServer(LoopbackHTTPServer):
             del completion["usage"]
         data = json.dumps(completion).encode()
         if fault == "truncated":
-            self._send(handler, 200, data[: len(data) // 2])
+            send_reply(handler, 200, data[: len(data) // 2])
             return
         with self.lock:  # produced = paid, whether or not the client still reads it
             self.answered[json.dumps(body, sort_keys=True)] += 1
-        self._send(handler, 200, data)
+        send_reply(handler, 200, data)
