@@ -171,11 +171,15 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
 def run_demo(max_steps: int, eval_limit: int, budget_fraction: float, log_level: str = "INFO",
              selections: list[str] | None = None, answer_limit: int = 3, max_new_tokens: int = 48,
-             fidelity_limit: int = 30) -> dict[str, Any]:
+             fidelity_limit: int = 30, judge: dict[str, Any] | None = None) -> dict[str, Any]:
     """Materialise the default chain in-process (the pool, its features, the demo's scores, one subset and
     checkpoint per demo selection, the evaluation with its small CPU caps: ``eval_limit`` held-out items per test
     set, ``answer_limit`` prompts per test set answered with ``max_new_tokens`` tokens per turn and judged,
-    ``fidelity_limit`` LLMBar pairs); return a summary."""
+    ``fidelity_limit`` LLMBar pairs); return a summary.
+
+    ``judge``: the ``judge`` resource's config for the evaluation run (e.g. ``{"backend": "openai", "model": ...,
+    "base_url": ...}``); unset fields keep the definitions' values, so the API key still comes from
+    ``INSTSEL_JUDGE_API_KEY`` as a ``dg.EnvVar`` and is never part of the run config."""
     import dagster as dg
 
     from instsel_assets.defs import build_definitions
@@ -211,11 +215,13 @@ def run_demo(max_steps: int, eval_limit: int, budget_fraction: float, log_level:
             "selected_subsets": {"config": {"budget_fraction": budget_fraction}},
             "finetuned_checkpoints": {"config": {"max_steps": max_steps}},
         }}, partition_key=method)
+    if judge and "api_key" in judge:
+        raise ValueError("run_demo: the judge's API key is read from INSTSEL_JUDGE_API_KEY, never passed as config")
     run("evaluate_job", {"ops": {
         "evaluation_reports": {"config": {"limit": eval_limit}},
         "generated_answers": {"config": {"limit": answer_limit, "max_new_tokens": max_new_tokens}},
         "judge_fidelity": {"config": {"limit": fidelity_limit}},
-    }})
+    }, **({"resources": {"judge": {"config": dict(judge)}}} if judge else {})})
 
     from instsel_assets import settings
 
@@ -231,11 +237,18 @@ def run_demo(max_steps: int, eval_limit: int, budget_fraction: float, log_level:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    judge = None
+    if args.judge_base_url or args.judge_model:
+        if not (args.judge_base_url and args.judge_model):
+            print("instsel demo: --judge-base-url and --judge-model go together (the OpenAI-compatible judge)",
+                  file=sys.stderr)
+            return 1
+        judge = {"backend": "openai", "base_url": args.judge_base_url, "model": args.judge_model}
     try:
         selections = [s.strip() for s in args.selections.split(",") if s.strip()] if args.selections else None
         summary = run_demo(args.max_steps, args.eval_limit, args.budget_fraction, selections=selections,
                            answer_limit=args.answer_limit, max_new_tokens=args.max_new_tokens,
-                           fidelity_limit=args.fidelity_limit)
+                           fidelity_limit=args.fidelity_limit, judge=judge)
     except KeyError as err:
         print(f"instsel demo: {err.args[0]}", file=sys.stderr)
         return 1
@@ -334,6 +347,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated selection partitions to train and evaluate (default: "
                         "ifd,superfiltering,perplexity,random,longest,kcenter_greedy,full; the scores the others read "
                         "are materialised by trainable_llm_scores_job)")
+    p.add_argument("--judge-base-url", default=None, metavar="URL",
+                   help="judge the evaluation with an OpenAI-compatible server at URL (e.g. a llama.cpp or vLLM "
+                        "server, http://127.0.0.1:8080/v1) instead of the packaged local judge; the key, if the "
+                        "server needs one, comes from INSTSEL_JUDGE_API_KEY; needs --judge-model")
+    p.add_argument("--judge-model", default=None, metavar="NAME",
+                   help="the model name sent to --judge-base-url")
     p.set_defaults(fn=cmd_demo)
     p = sub.add_parser("bench", help="measure scoring throughput on this machine")
     bench = p.add_subparsers(dest="benchmark", required=True)

@@ -244,13 +244,13 @@ class JudgeResource(dg.ConfigurableResource):
                     "https://api.openai.com/v1. Unused by the local backend.")
     api_key: str | None = Field(
         default=None, repr=False,
-        description="openai: the API key. The definitions set it from INSTSEL_JUDGE_API_KEY when that variable is "
-                    "set (else the client reads OPENAI_API_KEY); never written to metadata or logs. Use the "
-                    "variable: a key typed into run config is stored with the run. A server other than "
-                    "api.openai.com may need none.")
+        description="openai: the API key. Leave it unset: the key is then read from INSTSEL_JUDGE_API_KEY when "
+                    "the backend is built (else the client reads OPENAI_API_KEY), also when other judge fields are "
+                    "set in run config; never written to metadata or logs. A key typed into run config is stored "
+                    "with the run. A server other than api.openai.com may need none.")
     organization: str | None = Field(
         default=None, repr=False,
-        description="openai: the organization id (from INSTSEL_JUDGE_ORGANIZATION when set).")
+        description="openai: the organization id (unset: read from INSTSEL_JUDGE_ORGANIZATION when set).")
     concurrency: int = Field(default=4, description="openai: requests in flight at once.")
     max_attempts: int = Field(
         default=5,
@@ -307,6 +307,16 @@ class JudgeResource(dg.ConfigurableResource):
             raise ValueError(f"judge: backend 'openai' needs the API model name in `model` (e.g. 'gpt-4o-mini'), "
                              f"not the packaged local model {self.model!r}")
 
+    def resolved_api_key(self) -> str | None:
+        """The key handed to the client: ``api_key``, else ``INSTSEL_JUDGE_API_KEY`` read now. Run config for the
+        judge replaces the definitions' values as a whole (Dagster does not merge it with the ``dg.EnvVar`` the
+        definitions set), so a launchpad config that only picks ``backend``/``model``/``base_url`` would otherwise
+        run without the key, or with ``OPENAI_API_KEY``'s."""
+        return self.api_key or os.environ.get("INSTSEL_JUDGE_API_KEY") or None
+
+    def resolved_organization(self) -> str | None:
+        return self.organization or os.environ.get("INSTSEL_JUDGE_ORGANIZATION") or None
+
     def backend_instance(self):
         """A judge backend: ``LocalBackend`` over the process-cached model (shared with ``LanguageModelResource``
         at the same settings), or ``OpenAIBackend``. The local backend's model name, which enters every cache
@@ -315,12 +325,13 @@ class JudgeResource(dg.ConfigurableResource):
         if self.backend == "openai":
             from instsel_assets.judge.backends import OpenAIBackend
 
-            if not self.base_url and not self.api_key and not os.environ.get("OPENAI_API_KEY"):
+            api_key = self.resolved_api_key()
+            if not self.base_url and not api_key and not os.environ.get("OPENAI_API_KEY"):
                 raise ValueError("judge: backend 'openai' at https://api.openai.com/v1 needs an API key: set "
-                                 "INSTSEL_JUDGE_API_KEY (or OPENAI_API_KEY) before the definitions load, or set "
-                                 "base_url to a server that needs none")
-            return OpenAIBackend(self.model, base_url=self.base_url, api_key=self.api_key or None,
-                                 organization=self.organization or None, timeout=self.timeout_s)
+                                 "INSTSEL_JUDGE_API_KEY (or OPENAI_API_KEY), or set base_url to a server that "
+                                 "needs none")
+            return OpenAIBackend(self.model, base_url=self.base_url, api_key=api_key,
+                                 organization=self.resolved_organization(), timeout=self.timeout_s)
         from instsel_assets.judge.backends import LocalBackend
         from instsel_assets.models.loading import dtype_name, load_causal_lm
 
@@ -398,8 +409,8 @@ class JudgeResource(dg.ConfigurableResource):
                 base_url = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
         out: dict[str, Any] = {"backend": self.backend, "model": self.model}
         if self.backend == "openai":
-            out.update({"base_url": base_url, "api_key_set": bool(self.api_key),
-                        "organization_set": bool(self.organization), "concurrency": self.concurrency,
+            out.update({"base_url": base_url, "api_key_set": bool(self.resolved_api_key()),
+                        "organization_set": bool(self.resolved_organization()), "concurrency": self.concurrency,
                         "timeout_s": self.timeout_s})
         else:
             out.update({"dtype": self.dtype, "device": self.device, "batch_size": self.batch_size,

@@ -5,7 +5,10 @@ socket, so the backend's error mapping and the engine's retries, budget and cach
 real HTTP responses. (A later test will run the real llama.cpp server behind a proxy.)
 
 Answers are deterministic: a last message containing ``rate:K`` is answered ``"Score: K"``; one containing
-``unreadable`` is answered ``"I would rather not say."``; anything else ``"echo: <first 40 characters>"``.
+``unreadable`` is answered ``"I would rather not say."``; a pairwise review request (the Vicuna reviewer prompt of
+``judge/templates/pairwise.py``) is answered ``"S1 S2"`` and a line of explanation, each score 1-10 from its
+answer's length (``pairwise_scores``: longer scores higher, so the verdicts depend on the answers, and swapping
+them swaps the scores); anything else ``"echo: <first 40 characters>"``.
 Usage: ``prompt_tokens = ceil(content bytes / 4) + 3 per message``, ``completion_tokens = min(max_tokens,
 ceil(answer bytes / 4))``.
 
@@ -46,8 +49,21 @@ from loopback_http import LoopbackHTTPServer, send_reply
 TEST_API_KEY = "sk-test-DO-NOT-LEAK-4f9a1c2e7b"
 
 
+PAIRWISE = re.compile(r"\[The Start of Assistant 1's Answer\]\n(.*?)\n\n\[The End of Assistant 1's Answer\].*?"
+                      r"\[The Start of Assistant 2's Answer\]\n(.*?)\n\n\[The End of Assistant 2's Answer\]", re.S)
+
+
+def pairwise_scores(answer_1: str, answer_2: str) -> tuple[int, int]:
+    """The two scores the server gives a pairwise review: 1 + words // 4, capped at 10."""
+    return tuple(min(10, 1 + len(a.split()) // 4) for a in (answer_1, answer_2))
+
+
 def answer_for(messages: list[dict[str, Any]]) -> str:
     content = str(messages[-1]["content"]) if messages else ""
+    pair = PAIRWISE.search(content)
+    if pair:
+        s1, s2 = pairwise_scores(*pair.groups())
+        return f"{s1} {s2}\nAssistant 1 wrote {len(pair.group(1).split())} words, Assistant 2 {len(pair.group(2).split())}."
     rated = re.search(r"rate:(\d)", content)
     if rated:
         return f"Score: {rated.group(1)}"

@@ -227,6 +227,29 @@ def test_the_api_key_from_the_environment_never_reaches_metadata_or_logs(home, m
         assert SECRET not in text and ORGANIZATION not in text
 
 
+def test_launchpad_config_for_the_judge_keeps_the_key_from_the_environment(home, monkeypatch):
+    """Run config that picks the backend, model and endpoint (as the launchpad or ``instsel demo --judge-base-url``
+    does) replaces the resource's config as a whole, EnvVar included: the key must still come from
+    INSTSEL_JUDGE_API_KEY, not from OPENAI_API_KEY, and never be part of the stored run config."""
+    monkeypatch.setenv("INSTSEL_JUDGE_API_KEY", SECRET)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-the-other-key-0000")
+    pool = pd.DataFrame([_row(0, "Rate this one rate:4", "ok")])
+
+    @dg.asset(name="instruction_pool")
+    def instruction_pool() -> pd.DataFrame:
+        return pool.copy()
+
+    instance = dg.DagsterInstance.ephemeral()
+    with ScriptedOpenAIServer() as server:
+        config = {"backend": "openai", "model": "judge-test", "base_url": server.url}
+        result = dg.materialize([instruction_pool, alpagasus_scores], instance=instance,
+                                resources={"judge": judge_resource(), "embedding_model": EmbeddingModelResource()},
+                                run_config={"resources": {"judge": {"config": config}}})
+    assert server.auth_headers == [f"Bearer {SECRET}"]
+    assert output_metadata(result, "alpagasus_scores")["scorer_settings"]["api_key_set"] is True
+    assert SECRET not in json.dumps(instance.get_run_by_id(result.run_id).run_config)
+
+
 TAGS = {"healthy": ["Health advice", "List"], "primary colors": ["knowledge", "Lists"],
         "good morning": ["translation", "knowledge"]}
 
