@@ -6,17 +6,32 @@ checkpoints (2 steps each) and the full-pool one -> the evaluation (held-out los
 references, one answer per test set from each checkpoint, pairwise judgements against random, full and the external
 models, the judge's fidelity on two LLMBar pairs, the method comparison); then the lineage, and the loss cache
 shared between Superfiltering and perplexity (same model, same conditioned pairs).
+
+The evaluation's judge is the ``openai`` backend against the scripted OpenAI-compatible server on 127.0.0.1
+(``instsel demo --judge-base-url``; it rates a pairwise review by the answers' lengths), with sentinel values in
+every secret variable (``sentinel_search.py``). Its first request meets a 500 (retried) and its second a 401 whose
+body echoes the bearer token, as a careless proxy might. After the chain and the lineage commands, everything is
+searched for the sentinels: every file under the test's directory (DuckDB file, reports, plots, caches, checkpoints,
+run / event-log / compute-log storage), every run's record and event log (messages, metadata, check results,
+errors), the captured output and log records, and the lineage JSON: zero hits, while the server did receive the
+judge's key (and only that key). The judge fidelity table still holds the local judge beside the OpenAI one.
 """
 
 import json
+import logging
 import shutil
+import sys
 from pathlib import Path
 
 import duckdb
 import pytest
 import yaml
 
-from instsel_assets import settings
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "unit"))  # scripted_openai_server
+
+from sentinel_search import SENTINELS, file_hits, leaks, run_texts, set_sentinels  # noqa: E402
+
+from instsel_assets import settings  # noqa: E402
 
 ROWS_PER_SOURCE = 14
 # A subset of the demo's selections keeps this test short: IFD (pre-experienced model), Superfiltering
@@ -47,7 +62,16 @@ def small_data_root(tmp: Path) -> Path:
 
 
 @pytest.mark.integration
-def test_whole_chain_and_lineage(tmp_path, monkeypatch, capsys):
+def test_whole_chain_and_lineage(tmp_path, monkeypatch, capfd, caplog):
+    from scripted_openai_server import ScriptedOpenAIServer
+
+    capsys = capfd  # the lineage commands' output below, and every line the runs printed
+    set_sentinels(monkeypatch)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.delenv("INSTSEL_STORAGE", raising=False)
+    monkeypatch.delenv("INSTSEL_JUDGE_CACHE", raising=False)
+    server = ScriptedOpenAIServer().start()
+    server.queue("500", "401")
     monkeypatch.setenv("INSTSEL_DATA_DIR", str(small_data_root(tmp_path)))
     monkeypatch.setenv("INSTSEL_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
@@ -56,8 +80,15 @@ def test_whole_chain_and_lineage(tmp_path, monkeypatch, capsys):
 
     from instsel_assets.cli import main, run_demo
 
-    summary = run_demo(max_steps=2, eval_limit=4, budget_fraction=0.1, log_level="WARNING", selections=SELECTIONS,
-                       answer_limit=1, max_new_tokens=8, fidelity_limit=2)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            summary = run_demo(max_steps=2, eval_limit=4, budget_fraction=0.1, log_level="WARNING",
+                               selections=SELECTIONS, answer_limit=1, max_new_tokens=8, fidelity_limit=2,
+                               judge={"backend": "openai", "model": "judge-model", "base_url": server.url,
+                                      "max_attempts": 3})
+    finally:
+        server.stop()
+    demo_output = capfd.readouterr()
     assert summary["checks_failed"] == []
     assert summary["checks_passed"] >= 30
     assert len(summary["runs"]) == 1 + len(SELECTIONS) + 1
@@ -95,7 +126,19 @@ def test_whole_chain_and_lineage(tmp_path, monkeypatch, capsys):
                         "davinci-self-instruct"}
     compared = con.execute("select count(*) from public.method_comparison where test_set = 'all'").fetchone()[0]
     assert compared == len(SELECTIONS)
-    assert con.execute("select count(*) from public.judge_fidelity").fetchone()[0] == 2
+    fidelity = dict(con.execute("select judge_backend, count(*) from public.judge_fidelity group by 1").fetchall())
+    assert sorted(fidelity.values()) == [2, 2] and any(b.startswith("openai:") for b in fidelity)
+    # the judge: only the configured key reached the server, and its 401 (echoing it) is a counted failure
+    assert set(server.auth_headers) == {f"Bearer {SENTINELS['INSTSEL_JUDGE_API_KEY']}"}
+    assert server.faults_served == {"500": 1, "401": 1} and server.answered_total >= 2 * len(judged)
+    failed = con.execute("select judge_error from public.pairwise_judgements where judge_status = 'failed' union all "
+                         "select judge_error from public.judge_fidelity where judge_status = 'failed'").fetchall()
+    assert len(failed) == 1 and failed[0][0].startswith("http 401")
+    judged_ok = con.execute("select count(*) from public.pairwise_judgements where judge_status = 'ok' "
+                            "and judge_backend like 'openai:%'").fetchone()[0]
+    assert judged_ok >= con.execute("select count(*) from public.pairwise_judgements").fetchone()[0] - 1
+    tables = [con.execute(f"select * from public.{t}").df().to_json()
+              for t in ("pairwise_judgements", "judge_fidelity", "method_comparison")]
     ifd_ids = {r[0] for r in con.execute(
         "select s.id from public.selected_subsets s join public.ifd_scores i using (id) "
         "where s.method = 'ifd' and i.ifd < 1").fetchall()}
@@ -150,7 +193,8 @@ def test_whole_chain_and_lineage(tmp_path, monkeypatch, capsys):
     text = capsys.readouterr().out
     assert "held-out loss: none evaluated this checkpoint yet" in text
     assert main(["lineage", "ifd", "--materialization", "5"]) == 1
-    assert "has 2 materialisation(s)" in capsys.readouterr().err
+    lineage_error = capsys.readouterr()
+    assert "has 2 materialisation(s)" in lineage_error.err
 
 
     # Perplexity and Superfiltering use the same model and share the conditioned passes s(A|Q): whichever
@@ -165,3 +209,16 @@ def test_whole_chain_and_lineage(tmp_path, monkeypatch, capsys):
     n = ppl["hits"] + ppl["misses"]  # conditioned pairs of the scorable rows
     assert n >= kept - 2
     assert ppl["hits"] + sf["hits"] == n and ppl["misses"] + sf["misses"] == 2 * n
+
+    # No secret anywhere: every run's record and event log, the tables, the lineage, the output, every file.
+    runs = [*summary["runs"], retrain.run_id]
+    texts = [*run_texts(instance, runs), *tables, demo_output.out, demo_output.err, caplog.text, text,
+             lineage_error.out + lineage_error.err, *(json.dumps(x, default=str) for x in (lineage, newest, older))]
+    assert "finished evaluate_job" in demo_output.out and "rows are failed" in demo_output.err  # output was captured
+    assert any("requests to openai:" in t for t in texts)  # the judge's log lines are among the texts searched
+    assert len(texts) > 1000
+    assert leaks(texts) == {}
+    found, n_files = file_hits(tmp_path)
+    compute_logs = [p for p in (tmp_path / "dagster_home").rglob("*") if p.suffix in (".err", ".out")]
+    assert compute_logs and (tmp_path / "home" / "instsel.duckdb").is_file() and n_files > 50
+    assert found == {}

@@ -33,38 +33,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "unit"))  # scripted_openai_server
 
+from sentinel_search import SENTINELS, file_hits, leaks, run_texts, set_sentinels  # noqa: E402
+
 from instsel_assets import settings  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
-SENTINELS = {
-    "INSTSEL_JUDGE_API_KEY": "SENTINEL-judge-key-3b9e71c0d4",
-    "OPENAI_API_KEY": "SENTINEL-openai-key-8f2a64e1b7",
-    "AWS_ACCESS_KEY_ID": "AKIASENTINEL7Q2W4E6R",
-    "AWS_SECRET_ACCESS_KEY": "SENTINEL-aws-secret-5c0d9e8f7a6b",
-    "AWS_SESSION_TOKEN": "SENTINEL-aws-session-token-1a2b3c4d",
-}
 ROWS = 4
-
-
-def hits(text: str) -> list[str]:
-    return [name for name, value in SENTINELS.items() if value in text]
-
-
-def file_hits(*roots: Path) -> tuple[dict[str, list[str]], int]:
-    """``{file: [sentinel names]}`` over every file under ``roots`` (bytes, UTF-8 and UTF-16), and the files read."""
-    found, n = {}, 0
-    for root in roots:
-        for path in Path(root).rglob("*"):
-            if not path.is_file() or path.is_symlink():
-                continue
-            data = path.read_bytes()
-            n += 1
-            names = [name for name, value in SENTINELS.items()
-                     if value.encode() in data or value.encode("utf-16-le") in data]
-            if names:
-                found[str(path)] = names
-    return found, n
 
 
 @pytest.fixture
@@ -78,8 +53,7 @@ def scripted_server(monkeypatch):
 
 def test_no_secret_reaches_a_log_an_event_metadata_a_report_or_an_exception(tmp_path, monkeypatch, scripted_server,
                                                                              capfd, caplog):
-    for name, value in SENTINELS.items():
-        monkeypatch.setenv(name, value)
+    set_sentinels(monkeypatch)
     home, dagster_home, judge_cache = tmp_path / "home", tmp_path / "dagster_home", tmp_path / "judge-cache"
     dagster_home.mkdir()
     monkeypatch.setenv("INSTSEL_HOME", str(home))
@@ -162,13 +136,8 @@ def test_no_secret_reaches_a_log_an_event_metadata_a_report_or_an_exception(tmp_
     texts += [repr(s3), repr(s3_settings()), json.dumps(s3._get_non_default_public_field_values(), default=repr)]
 
     # what the runs recorded
+    texts += run_texts(instance, [result.run_id, dry.run_id])
     for run in (result, dry):
-        record = instance.get_run_by_id(run.run_id)
-        texts += [repr(record), json.dumps(record.run_config, default=repr), json.dumps(dict(record.tags))]
-        logs = instance.all_logs(run.run_id)
-        assert logs
-        texts += [repr(entry) for entry in logs]
-        texts += [entry.user_message for entry in logs]
         for event in run.all_events:
             texts.append(repr(event))
             data = event.event_specific_data
@@ -186,8 +155,7 @@ def test_no_secret_reaches_a_log_an_event_metadata_a_report_or_an_exception(tmp_
     texts += [captured.out, captured.err, caplog.text]
     assert "alpagasus" in captured.err + caplog.text  # the logs were captured
 
-    leaked = {i: hits(t) for i, t in enumerate(texts) if hits(t)}
-    assert leaked == {}, {i: (names, texts[i][:300]) for i, names in leaked.items()}
+    assert leaks(texts) == {}
 
     # every file the runs wrote: run / event-log / compute-log storage, the DuckDB file, reports and caches
     compute_logs = [p for p in dagster_home.rglob("*") if p.is_file() and p.suffix in (".err", ".out", ".complete")]
