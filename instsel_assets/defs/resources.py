@@ -80,6 +80,10 @@ class LanguageModelResource(dg.ConfigurableResource):
         description="Keep every computed loss in the resumable on-disk cache (INSTSEL_LOSS_CACHE, default "
                     ".instsel/cache/loss), keyed by a hash of model weights, tokenizer, chat template and token "
                     "ids: an interrupted scoring run resumes, a re-run on unchanged data computes nothing.")
+    loss_cache_shard_size: int = Field(
+        default=256,
+        description="Computed pairs per loss-cache shard: a shard reaches disk when it is full (and at the end), "
+                    "so a killed run loses at most this many pairs' work. Smaller = less lost work, more files.")
 
     def load(self):
         """(model, tokenizer), shared by every asset of this process; do not modify it in place."""
@@ -111,7 +115,8 @@ class LanguageModelResource(dg.ConfigurableResource):
         if self.use_loss_cache:
             from instsel_assets.scoring.loss_cache import LossCache
 
-            cache = LossCache.for_model(settings.loss_cache_dir(), model, tokenizer)
+            cache = LossCache.for_model(settings.loss_cache_dir(), model, tokenizer,
+                                        shard_size=self.loss_cache_shard_size)
             if log is not None:
                 log.info(f"loss cache {cache.directory}: {len(cache)} pairs already computed for this model")
             kwargs["cache"] = cache

@@ -46,45 +46,53 @@ CHILD_TIMEOUT = 120
 
 # ============================================================================================ the child
 def _child_lm(args: dict) -> None:
+    """A Dagster run of ``superfiltering_scores`` (IFD under the filter model) on a stub pool of bench rows, in the
+    instance at ``DAGSTER_HOME``; tables in the DuckDB file, losses in the real ``LossCache``."""
+    import dagster as dg
     import torch
 
     torch.set_num_threads(2)
     from instsel_assets.bench import bench_pool
-    from instsel_assets.models.loading import load_causal_lm
-    from instsel_assets.registry import SCORERS
-    from instsel_assets.scoring import ifd  # noqa: F401  (registers the "ifd" scorer)
+    from instsel_assets.defs.duckdb_io import InstselDuckDBIOManager
+    from instsel_assets.defs.resources import LanguageModelResource
+    from instsel_assets.defs.scores import superfiltering_scores
     from instsel_assets.scoring.loss_cache import LossCache
 
-    model, tokenizer = load_causal_lm(args["model_dir"], dtype="float32", device="cpu")
-    pool = bench_pool(BENCH, args["rows"])
     added_path = Path(args["added"])
+    count_lock, added = threading.Lock(), [0]
+    add = LossCache.add
 
-    class CountingCache(LossCache):
-        """The real cache; before each batch of computed pairs goes in, their running count is written to
-        ``added`` (so the parent knows what the killed run had computed)."""
-
-        added = 0
-        count_lock = threading.Lock()
-
-        def add(self, keys, loss_sums, n_tokens) -> None:
-            with self.count_lock:
-                self.added += len(keys)
-                fd = os.open(added_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-                try:
-                    os.write(fd, str(self.added).encode())
-                finally:
-                    os.close(fd)
-                super().add(keys, loss_sums, n_tokens)
-
-    cache = CountingCache.for_model(args["cache_root"], model, tokenizer, shard_size=args["shard_size"])
-
-    def progress(done: int, total: int) -> None:  # after each batch: a slower model
+    def counting_add(self, keys, loss_sums, n_tokens) -> None:
+        """The real ``add``; before each batch of computed pairs goes in, their running count is written to
+        ``added`` (so the parent knows what the killed run had computed); then a pause (a slower model)."""
+        with count_lock:
+            added[0] += len(keys)
+            fd = os.open(added_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            try:
+                os.write(fd, str(added[0]).encode())
+            finally:
+                os.close(fd)
+            add(self, keys, loss_sums, n_tokens)
         time.sleep(args["pause"])
 
-    scores = SCORERS["ifd"].fn(pool, model, tokenizer, batch_size=args["batch_size"],
-                               max_length=args["max_length"], progress=progress, cache=cache,
-                               workers=args["workers"])
-    _write_result(args["out"], {"scores": scores, "stats": cache.stats()})
+    @dg.asset(name="instruction_pool")
+    def instruction_pool():
+        return bench_pool(BENCH, args["rows"])
+
+    filter_model = LanguageModelResource(model=args["model_dir"], dtype="float32", device="cpu",
+                                         batch_size=args["batch_size"], max_length=args["max_length"],
+                                         workers=str(args["workers"]), loss_cache_shard_size=args["shard_size"])
+    instance = dg.DagsterInstance.get() if args["persistent"] else dg.DagsterInstance.ephemeral()
+    LossCache.add = counting_add
+    try:
+        result = dg.materialize([instruction_pool, superfiltering_scores], instance=instance,
+                                resources={"filter_model": filter_model,
+                                           "io_manager": InstselDuckDBIOManager(database=args["duckdb"])})
+    finally:
+        LossCache.add = add  # the reference run is in the test's own process
+    (mat,) = result.asset_materializations_for_node("superfiltering_scores")
+    _write_result(args["out"], {"scores": result.output_for_node("superfiltering_scores"),
+                                "stats": mat.metadata["loss_cache"].value, "run_id": result.run_id})
 
 
 def _child_judge(args: dict) -> None:
@@ -128,6 +136,7 @@ def child_main(argv: list[str]) -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     kind, args = argv[0], json.loads(argv[1])
+    os.environ.update(args.get("env", {}))
     {"lm": _child_lm, "judge": _child_judge}[kind](args)
 
 
@@ -201,22 +210,31 @@ def _kill_when(kind: str, args: dict, log_path: Path, ready, what: str) -> float
 
 
 # -------------------------------------------------------------------------------------------- LM scoring
-def test_sigkill_during_ifd_scoring_loses_at_most_one_shard_and_resumes_to_the_same_scores(tmp_path,
-                                                                                           tiny_tokenizer):
+def test_sigkill_of_a_dagster_run_during_lm_scoring_loses_at_most_one_shard_and_resumes_to_the_same_scores(
+        tmp_path, tiny_tokenizer, monkeypatch):
     import copy
 
+    import dagster as dg
     from conftest import save_tiny_causal_lm
 
     model_dir = save_tiny_causal_lm(tmp_path / "model", copy.deepcopy(tiny_tokenizer))
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
 
-    def args(name: str, cache: str) -> dict:
+    def args(name: str, cache: str, persistent: bool = True) -> dict:
+        env = {"INSTSEL_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(dagster_home),
+               "INSTSEL_LOSS_CACHE": str(tmp_path / cache)}
         return {"model_dir": model_dir, "cache_root": str(tmp_path / cache), "out": str(tmp_path / f"{name}.pkl"),
                 "added": str(tmp_path / f"{name}.added"), "rows": LM_ROWS, "batch_size": LM_BATCH,
-                "shard_size": LM_SHARD, "workers": LM_WORKERS, "max_length": LM_MAX_LENGTH, "pause": LM_PAUSE}
+                "shard_size": LM_SHARD, "workers": LM_WORKERS, "max_length": LM_MAX_LENGTH, "pause": LM_PAUSE,
+                "duckdb": str(tmp_path / f"{name}.duckdb"), "persistent": persistent, "env": env}
 
     log = tmp_path / "children.log"
     t0 = time.monotonic()
-    reference = _in_process(_child_lm, args("reference", "cache-reference"))  # saves a process start
+    reference_args = args("reference", "cache-reference", persistent=False)
+    for name, value in reference_args["env"].items():
+        monkeypatch.setenv(name, value)
+    reference = _in_process(_child_lm, reference_args)  # saves a process start
     t_reference = time.monotonic() - t0
     distinct = reference["stats"]["misses"]  # distinct (context, answer) pairs, all computed
     assert reference["stats"]["hits"] == 0 and reference["stats"]["pairs"] == distinct >= LM_ROWS
@@ -253,10 +271,23 @@ def test_sigkill_during_ifd_scoring_loses_at_most_one_shard_and_resumes_to_the_s
 
     got, want = resumed["scores"], reference["scores"]
     pd.testing.assert_frame_equal(got, want, check_exact=True)
-    assert got["ifd"].notna().sum() >= LM_ROWS - 2
-    print(f"\nLM kill/resume: {distinct} distinct pairs, shards of {LM_SHARD}; killed after {ran:.1f} s with "
-          f"{computed} computed, {in_shards} in {len(at_kill)} shards; re-run computed {stats['misses']}, of which "
-          f"{recomputed} recomputed; reference run {t_reference:.1f} s, re-run {t_resumed:.1f} s; scores equal")
+    assert got["superfiltering_ifd"].notna().sum() >= LM_ROWS - 2
+
+    # What the instance knows: the killed run never reported its end (no daemon here to mark it failed), it
+    # materialised nothing; the re-run is a separate, successful run that materialised the scores once.
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    instance = dg.DagsterInstance.get()
+    runs = {run.run_id: run.status for run in instance.get_runs()}
+    killed_ids = [run_id for run_id in runs if run_id != resumed["run_id"]]
+    assert runs[resumed["run_id"]] == dg.DagsterRunStatus.SUCCESS and len(killed_ids) == 1
+    assert runs[killed_ids[0]] == dg.DagsterRunStatus.STARTED
+    killed_events = {e.dagster_event.event_type_value for e in instance.all_logs(killed_ids[0])
+                     if e.dagster_event and e.step_key == "superfiltering_scores"}
+    assert "STEP_START" in killed_events and not killed_events & {"ASSET_MATERIALIZATION", "STEP_SUCCESS"}
+    assert instance.get_latest_materialization_event(dg.AssetKey("superfiltering_scores")).run_id == resumed["run_id"]
+    print(f"\nLM kill/resume (Dagster run): {distinct} distinct pairs, shards of {LM_SHARD}; killed after {ran:.1f} s "
+          f"with {computed} computed, {in_shards} in {len(at_kill)} shards; re-run computed {stats['misses']}, of "
+          f"which {recomputed} recomputed; reference run {t_reference:.1f} s, re-run {t_resumed:.1f} s; scores equal")
 
 
 def _shard_keys(paths) -> set[str]:
