@@ -185,7 +185,11 @@ def _build_packaged_cache(name: str, gguf: Path, cache: Path, stamp: dict[str, A
         except AttributeError:
             model.config.quantization_config = None
     _prepare_tokenizer(tokenizer)
+    from instsel_assets.tempfiles import sweep_stale
+
     cache.parent.mkdir(parents=True, exist_ok=True)
+    for pattern in (f".{cache.name}.tmp-*", f".{cache.name}.old-*"):  # left by a conversion that was killed
+        sweep_stale(cache.parent, pattern)
     tmp = Path(tempfile.mkdtemp(prefix=f".{cache.name}.tmp-", dir=cache.parent))
     try:
         model.save_pretrained(tmp, safe_serialization=True)

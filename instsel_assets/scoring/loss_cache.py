@@ -128,6 +128,7 @@ class LossCache:
         self.misses = 0
         self.shards_read = 0
         self.shards_written = 0
+        self.stale_removed = 0
         self._load()
 
     @classmethod
@@ -151,6 +152,9 @@ class LossCache:
 
         if not self.directory.is_dir():
             return
+        from instsel_assets.tempfiles import sweep_stale
+
+        self.stale_removed = len(sweep_stale(self.directory, "shard-*.parquet.tmp"))  # left by a killed writer
         for path in sorted(self.directory.glob("shard-*.parquet")):
             try:
                 table = pq.read_table(path, columns=["key", "loss_sum", "n_tokens"])

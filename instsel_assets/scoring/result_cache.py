@@ -59,7 +59,10 @@ class ResultCache:
         return table
 
     def put(self, key: str, table: pd.DataFrame) -> Path:
+        from instsel_assets.tempfiles import sweep_stale
+
         self.dir.mkdir(parents=True, exist_ok=True)
+        sweep_stale(self.dir, ".tmp-*.parquet")  # left by a writer killed before its rename
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=".parquet")
         os.close(fd)
         try:

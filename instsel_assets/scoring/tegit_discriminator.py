@@ -659,7 +659,10 @@ def _save(discriminator: Discriminator, tokenizer, out_dir: Path, manifest: dict
     (a crash never leaves a half-written discriminator behind)."""
     from safetensors.torch import save_file
 
+    from instsel_assets.tempfiles import sweep_stale
+
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(out_dir.parent, f".{out_dir.name}.tmp-*")  # left by a save that was killed
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         # save_embedding_layers=False: the base, embeddings included, comes back from the base loader.

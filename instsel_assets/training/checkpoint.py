@@ -80,7 +80,10 @@ def save_checkpoint(peft_model, tokenizer, out_dir: str | os.PathLike, manifest:
     except (AttributeError, KeyError):
         pass
 
+    from instsel_assets.tempfiles import sweep_stale
+
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(out_dir.parent, f".{out_dir.name}.tmp-*")  # left by a save that was killed
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         # save_embedding_layers=False: the base (embeddings included) is re-created by the base loader;
