@@ -63,7 +63,8 @@ def answer_for(messages: list[dict[str, Any]]) -> str:
     pair = PAIRWISE.search(content)
     if pair:
         s1, s2 = pairwise_scores(*pair.groups())
-        return f"{s1} {s2}\nAssistant 1 wrote {len(pair.group(1).split())} words, Assistant 2 {len(pair.group(2).split())}."
+        n1, n2 = (len(answer.split()) for answer in pair.groups())
+        return f"{s1} {s2}\nAssistant 1 wrote {n1} words, Assistant 2 {n2}."
     rated = re.search(r"rate:(\d)", content)
     if rated:
         return f"Score: {rated.group(1)}"
