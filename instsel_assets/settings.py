@@ -36,3 +36,18 @@ def loss_cache_dir() -> Path:
 def judge_cache_dir() -> Path:
     """The judge engine's reply shards (``INSTSEL_JUDGE_CACHE``, default ``<storage>/cache/judge``)."""
     return Path(os.environ.get("INSTSEL_JUDGE_CACHE", storage_root() / "cache" / "judge")).resolve()
+
+
+def env_seconds(name: str, default: float, *, minimum: float = 0, whole: bool = False) -> float:
+    """A duration from the environment variable ``name`` (``default`` when unset or blank); ``ValueError`` naming
+    the variable and its value for anything but a number (a whole one with ``whole``) of at least ``minimum``."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        number = int(value) if whole else float(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r}: expected a {'whole ' if whole else ''}number of seconds") from None
+    if not number >= minimum:  # also refuses nan
+        raise ValueError(f"{name}={value!r}: expected at least {minimum:g} second{'' if minimum == 1 else 's'}")
+    return number

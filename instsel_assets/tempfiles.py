@@ -22,16 +22,9 @@ DEFAULT_STALE_SECONDS = 3600.0
 
 
 def stale_seconds() -> float:
-    value = os.environ.get("INSTSEL_STALE_TEMP_SECONDS")
-    if value is None:
-        return DEFAULT_STALE_SECONDS
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise ValueError(f"INSTSEL_STALE_TEMP_SECONDS must be a number of seconds, got {value!r}") from None
-    if seconds < 0:
-        raise ValueError(f"INSTSEL_STALE_TEMP_SECONDS must be >= 0, got {value!r}")
-    return seconds
+    from instsel_assets.settings import env_seconds
+
+    return env_seconds("INSTSEL_STALE_TEMP_SECONDS", DEFAULT_STALE_SECONDS)
 
 
 def _last_touched(path: Path) -> float:

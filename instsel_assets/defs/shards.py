@@ -55,19 +55,6 @@ SUBSET_CODE_VERSION = code_version_of("instsel_assets.selection.superfiltering_t
                                       "instsel_assets.selection.ifd_top_fraction")
 
 
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError(f"{name}={value!r}: expected a whole number of seconds") from None
-    if number < 1:
-        raise ValueError(f"{name}={value!r}: expected at least 1 second")
-    return number
-
-
 def _sensor_status(name: str) -> dg.DefaultSensorStatus:
     value = os.environ.get(name, "running").strip().lower()
     if value not in ("running", "stopped"):
@@ -93,7 +80,7 @@ def _landing_format() -> str:
 @dg.sensor(
     name="pool_shard_sensor",
     target=dg.AssetSelection.assets("pool_shard", "pool_shard_quarantine"),
-    minimum_interval_seconds=_env_int("INSTSEL_LANDING_SENSOR_INTERVAL", 30),
+    minimum_interval_seconds=settings.env_seconds("INSTSEL_LANDING_SENSOR_INTERVAL", 30, minimum=1, whole=True),
     default_status=_sensor_status("INSTSEL_LANDING_SENSOR"),
     description="Lists the landing area (INSTSEL_LANDING_DIR, default .instsel/landing; or INSTSEL_LANDING_S3_PREFIX "
                 "in INSTSEL_S3_BUCKET): every new .json/.jsonl file becomes a pool_shards partition and is ingested; "
@@ -378,7 +365,7 @@ shards_automation_sensor = dg.AutomationConditionSensorDefinition(
     "shards_automation_sensor",
     target=dg.AssetSelection.groups(GROUP),
     default_status=_sensor_status("INSTSEL_SHARD_AUTOMATION"),
-    minimum_interval_seconds=_env_int("INSTSEL_AUTOMATION_INTERVAL", 30),
+    minimum_interval_seconds=settings.env_seconds("INSTSEL_AUTOMATION_INTERVAL", 30, minimum=1, whole=True),
     description="Evaluates the eager automation conditions of the shards group: a newly ingested shard is "
                 "featurised and scored, then sharded_superfiltering_subset is recomputed.",
 )

@@ -52,7 +52,7 @@ def test_the_age_limit_comes_from_the_environment(tmp_path, monkeypatch):
     leftover.write_bytes(b"")
     assert sweep_stale(tmp_path, ".tmp-*.parquet") == [leftover]
     monkeypatch.setenv("INSTSEL_STALE_TEMP_SECONDS", "soon")
-    with pytest.raises(ValueError, match="INSTSEL_STALE_TEMP_SECONDS must be a number of seconds, got 'soon'"):
+    with pytest.raises(ValueError, match="INSTSEL_STALE_TEMP_SECONDS='soon': expected a number of seconds"):
         stale_seconds()
 
 
