@@ -178,8 +178,11 @@ def run_demo(max_steps: int, eval_limit: int, budget_fraction: float, log_level:
     ``fidelity_limit`` LLMBar pairs); return a summary.
 
     ``judge``: the ``judge`` resource's config for the evaluation run (e.g. ``{"backend": "openai", "model": ...,
-    "base_url": ...}``); unset fields keep the definitions' values, so the API key still comes from
-    ``INSTSEL_JUDGE_API_KEY`` as a ``dg.EnvVar`` and is never part of the run config."""
+    "base_url": ...}``). Run config replaces the definitions' judge config as a whole, so unset fields take the
+    resource's defaults; the API key is never part of it: the resource reads ``INSTSEL_JUDGE_API_KEY`` when it
+    builds the backend."""
+    if judge and "api_key" in judge:
+        raise ValueError("run_demo: the judge's API key is read from INSTSEL_JUDGE_API_KEY, never passed as config")
     import dagster as dg
 
     from instsel_assets.defs import build_definitions
@@ -215,8 +218,6 @@ def run_demo(max_steps: int, eval_limit: int, budget_fraction: float, log_level:
             "selected_subsets": {"config": {"budget_fraction": budget_fraction}},
             "finetuned_checkpoints": {"config": {"max_steps": max_steps}},
         }}, partition_key=method)
-    if judge and "api_key" in judge:
-        raise ValueError("run_demo: the judge's API key is read from INSTSEL_JUDGE_API_KEY, never passed as config")
     run("evaluate_job", {"ops": {
         "evaluation_reports": {"config": {"limit": eval_limit}},
         "generated_answers": {"config": {"limit": answer_limit, "max_new_tokens": max_new_tokens}},

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from instsel_assets.cli import main
 
 
@@ -33,3 +35,14 @@ def test_lineage_without_materialisation_is_a_one_line_error(tmp_path, monkeypat
     assert "no selection partition 'nope'" in capsys.readouterr().err
     assert main(["lineage", "ifd@5pct"]) == 1  # a budget partition is a lineage target too
     assert "no materialisation of finetuned_checkpoints[ifd@5pct]" in capsys.readouterr().err
+
+
+def test_demo_judge_options_go_together_and_never_take_a_key(capsys):
+    from instsel_assets.cli import run_demo
+
+    assert main(["demo", "--judge-model", "gpt-4o-mini"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "instsel demo: --judge-base-url and --judge-model go together (the OpenAI-compatible judge)")
+    assert main(["demo", "--judge-base-url", "http://127.0.0.1:8080/v1"]) == 1
+    with pytest.raises(ValueError, match="read from INSTSEL_JUDGE_API_KEY, never passed as config"):
+        run_demo(1, 1, 0.1, judge={"backend": "openai", "model": "m", "api_key": "sk-typed-in"})
